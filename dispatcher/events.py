@@ -1,0 +1,217 @@
+"""The event: what a service publishes, and the one validation shared by the MQTT and HTTP intakes.
+
+Format (SPEC §1): one JSON object, UTF-8, at most 256 KiB, with optional `id`, `type`, `occurred_at`,
+`host`, `account`, `client_id` and `data`. A bad message raises `InvalidEvent` with a machine-readable
+`reason` (used as a metrics label and in the dead-letter message) and a human-readable message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import DispatcherError
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+# `App/Event`: two path segments of letters, digits, `_`, `-` and `.` (cPanel's template paths).
+_TYPE_RE = re.compile(r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$")
+_KNOWN_FIELDS = frozenset({"id", "type", "occurred_at", "host", "account", "client_id", "data"})
+
+REASONS = ("too_large", "invalid_json", "not_an_object", "bad_field", "missing_type", "topic_mismatch")
+
+
+class InvalidEvent(DispatcherError):
+    """A message that is not an acceptable event. `reason` is one of `REASONS`."""
+
+    def __init__(self, reason: str, message: str, details: list[str] | None = None) -> None:
+        self.reason = reason
+        self.details = details or [message]
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An accepted event, as stored and as templates see it."""
+
+    id: str
+    type: str
+    occurred_at: datetime
+    host: str
+    account: str | None
+    client_id: int | None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def app(self) -> str:
+        return self.type.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.type.split("/", 1)[1]
+
+    def to_json(self) -> str:
+        """The stored form: the event object of SPEC §1, complete, plus `received_at`."""
+        return json.dumps(
+            {
+                "id": self.id,
+                "type": self.type,
+                "occurred_at": _format_time(self.occurred_at),
+                "host": self.host,
+                "account": self.account,
+                "client_id": self.client_id,
+                "data": self.data,
+                "received_at": _format_time(self.received_at),
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Event:
+        """Read back what `to_json` wrote."""
+        obj = json.loads(text)
+        return cls(
+            id=obj["id"],
+            type=obj["type"],
+            occurred_at=datetime.fromisoformat(obj["occurred_at"]),
+            host=obj["host"],
+            account=obj["account"],
+            client_id=obj["client_id"],
+            data=obj["data"],
+            received_at=datetime.fromisoformat(obj["received_at"]),
+        )
+
+    def template_view(self) -> dict[str, Any]:
+        """The `event` variable of the templates (SPEC §5)."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "app": self.app,
+            "name": self.name,
+            "occurred_at": self.occurred_at,
+            "host": self.host,
+            "account": self.account,
+            "client_id": self.client_id,
+            "data": self.data,
+        }
+
+
+def _format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp (`2026-11-23T10:00:00Z`, offsets allowed); raise ValueError otherwise."""
+    # RFC 3339 requires a date, a `T` (or space), a time and an offset; fromisoformat alone accepts far more.
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", text):
+        raise ValueError("not an RFC 3339 timestamp")
+    return datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+
+
+def type_from_topic(topic: str, prefix: str) -> str | None:
+    """`events/AutoSSL/CertificateInstalled` → `AutoSSL/CertificateInstalled`; None when the topic has no type."""
+    rest = topic[len(prefix) + 1 :] if topic.startswith(prefix + "/") else ""
+    return rest or None
+
+
+def parse_event(
+    payload: bytes | Mapping[str, Any],
+    *,
+    topic_type: str | None,
+    default_host: str,
+    now: datetime | None = None,
+) -> Event:
+    """Validate one message and build its `Event`, or raise `InvalidEvent` saying everything that is wrong.
+
+    `payload` is the raw bytes from the bus or the already-decoded JSON body of an HTTP request.
+    `topic_type` is the type the MQTT topic names (None over HTTP, where `type` is then required).
+    """
+    if isinstance(payload, bytes | bytearray):
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise InvalidEvent("too_large", f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+        try:
+            obj = json.loads(payload.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise InvalidEvent("invalid_json", f"payload is not UTF-8: {err.reason} at byte {err.start}") from None
+        except json.JSONDecodeError as err:
+            raise InvalidEvent("invalid_json", f"payload is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    else:
+        obj = payload
+    if not isinstance(obj, dict):
+        raise InvalidEvent("not_an_object", f"payload is a JSON {_json_kind(obj)}, not an object")
+
+    problems: list[str] = []
+
+    def field_of(name: str, kinds: tuple[type, ...], kind_name: str) -> Any:
+        value = obj.get(name)
+        if value is None:
+            return None
+        # bool is an int in Python; JSON true is never a valid client_id.
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            problems.append(f"{name}: expected {kind_name}, got {_json_kind(value)}")
+            return None
+        return value
+
+    unknown = sorted(set(obj) - _KNOWN_FIELDS)
+    if unknown:
+        problems.append(f"unknown field(s): {', '.join(unknown)} (custom values belong in data)")
+    event_id = field_of("id", (str,), "a string")
+    if event_id is not None and not (1 <= len(event_id) <= 200):
+        problems.append("id: must be 1 to 200 characters")
+    body_type = field_of("type", (str,), "a string")
+    if body_type is not None and not _TYPE_RE.match(body_type):
+        problems.append(f"type: {body_type!r} is not of the form App/Event")
+    occurred_raw = field_of("occurred_at", (str,), "an RFC 3339 string")
+    occurred_at = None
+    if occurred_raw is not None:
+        try:
+            occurred_at = parse_time(occurred_raw)
+        except ValueError:
+            problems.append(f"occurred_at: {occurred_raw!r} is not an RFC 3339 timestamp")
+    host = field_of("host", (str,), "a string")
+    account = field_of("account", (str,), "a string")
+    client_id = field_of("client_id", (int,), "an integer")
+    data = field_of("data", (dict,), "an object")
+    if problems:
+        raise InvalidEvent("bad_field", "; ".join(problems), problems)
+
+    if topic_type is not None and not _TYPE_RE.match(topic_type):
+        raise InvalidEvent("topic_mismatch", f"topic type {topic_type!r} is not of the form App/Event")
+    if body_type and topic_type and body_type != topic_type:
+        raise InvalidEvent("topic_mismatch", f"type {body_type!r} disagrees with the topic's {topic_type!r}")
+    event_type = body_type or topic_type
+    if not event_type:
+        raise InvalidEvent("missing_type", "type is required (in the body, or as <prefix>/<App>/<Event> in the topic)")
+
+    received_at = now or datetime.now(UTC)
+    return Event(
+        id=event_id or str(uuid.uuid4()),
+        type=event_type,
+        occurred_at=occurred_at or received_at,
+        host=host or default_host,
+        account=account or None,
+        client_id=client_id,
+        data=data or {},
+        received_at=received_at,
+    )
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"

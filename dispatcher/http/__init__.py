@@ -1,0 +1,1 @@
+"""The HTTP side of the daemon: `server.build_app()` and the route modules it mounts."""

@@ -1,0 +1,38 @@
+"""`POST /api/v1/events`: submit an event over HTTP, validated exactly as on the bus."""
+
+from __future__ import annotations
+
+import json
+
+import structlog
+from aiohttp import web
+
+from ..events import MAX_PAYLOAD_BYTES, InvalidEvent, parse_event
+from . import server
+
+log = structlog.get_logger(__name__)
+
+
+async def post_event(request: web.Request) -> web.Response:
+    """202 `{"id": …}` once the event is durably recorded; 400 with the reasons otherwise."""
+    dispatcher = request.app[server.DISPATCHER]
+    body = await request.read()
+    try:
+        if len(body) > MAX_PAYLOAD_BYTES:
+            raise InvalidEvent("too_large", f"payload is {len(body)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+        try:
+            obj = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InvalidEvent("invalid_json", f"body is not valid JSON: {err}") from None
+        if isinstance(obj, dict) and "type" not in obj:
+            raise InvalidEvent("missing_type", "type is required")
+        event = parse_event(obj, topic_type=None, default_host=dispatcher.config.hostname)
+    except InvalidEvent as err:
+        dispatcher.record_rejection("http", err.reason, str(err), topic=None)
+        return server.json_error(400, str(err), err.details)
+    await dispatcher.accept([event], source="http")
+    return web.json_response({"id": event.id}, status=202)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/api/v1/events", post_event)

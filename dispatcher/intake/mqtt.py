@@ -1,0 +1,207 @@
+"""MQTT intake: the only module that speaks to the bus (aiomqtt, and paho beneath it).
+
+An event is acknowledged (QoS 1 PUBACK) only after it is committed to the store. aiomqtt lets paho
+acknowledge on receipt, so we switch paho to manual acknowledgement and acknowledge each message, in the
+order received (MQTT 3.1.1 §4.6 requires that order), once its batch is durable. Messages are handled in
+batches of whatever has arrived, so one commit covers many events.
+
+The session is persistent (fixed client id, no clean start), so what the broker accepted while we were
+down, or did not see acknowledged, is redelivered when we reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import ssl
+from base64 import b64encode
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import aiomqtt
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ..config import BusConfig
+from ..errors import DispatcherError, StoreError
+from ..events import Event, InvalidEvent, parse_event, type_from_topic
+
+log = structlog.get_logger(__name__)
+
+# The most messages one batch takes; they share one commit.
+MAX_BATCH = 1000
+# MQTT 5 session expiry "never": the broker keeps our session and queued QoS 1 messages while we are away.
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+RECONNECT_INITIAL_S = 0.5
+RECONNECT_MAX_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message refused as bad input, as the intake reports it."""
+
+    topic: str
+    reason: str
+    message: str
+
+
+# accept(events) records events durably and returns, for each, whether it was new.
+Accept = Callable[[Sequence[Event]], Awaitable[list[bool]]]
+# reject(rejection) counts and logs a refused message.
+Reject = Callable[[Rejection], None]
+
+
+class MqttIntake:
+    """Subscribes to `<topic_prefix>/#`, records events, dead-letters bad ones, reconnects forever."""
+
+    def __init__(self, bus: BusConfig, *, default_host: str, accept: Accept, reject: Reject) -> None:
+        self.bus = bus
+        self.default_host = default_host
+        self._accept = accept
+        self._reject = reject
+        self._stopping = asyncio.Event()
+        self.connected = asyncio.Event()
+
+    @property
+    def subscription(self) -> str:
+        topic = f"{self.bus.topic_prefix}/#"
+        return f"$share/{self.bus.shared_group}/{topic}" if self.bus.shared_group else topic
+
+    def stop(self) -> None:
+        """Stop taking messages; the batch in hand is still committed and acknowledged."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Connect, consume and reconnect with jittered exponential backoff until `stop()`."""
+        delay_s = RECONNECT_INITIAL_S
+        attempt = 0
+        while not self._stopping.is_set():
+            attempt += 1
+            try:
+                async with self._client() as client:
+                    await client.subscribe(self.subscription, qos=1)
+                    self.connected.set()
+                    log.info("bus_connected", host=self.bus.host, port=self.bus.port, topic=self.subscription)
+                    delay_s, attempt = RECONNECT_INITIAL_S, 0
+                    await self._consume(client)
+                    return
+            except (aiomqtt.MqttError, StoreError) as err:
+                # A store failure leaves the batch unacknowledged: reconnecting makes the broker redeliver it.
+                was_connected = self.connected.is_set()
+                self.connected.clear()
+                if self._stopping.is_set():
+                    return
+                sleep_s = random.uniform(delay_s / 2, delay_s)
+                log.warning(
+                    "bus_disconnected" if was_connected else "bus_connect_failed",
+                    host=self.bus.host, port=self.bus.port, error=str(err), attempt=attempt, retry_in_s=round(sleep_s, 2),
+                )
+                delay_s = min(delay_s * 2, RECONNECT_MAX_S)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), sleep_s)
+                except TimeoutError:
+                    pass
+            finally:
+                self.connected.clear()
+
+    def _client(self) -> aiomqtt.Client:
+        v5 = self.bus.protocol == "5"
+        properties = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = SESSION_NEVER_EXPIRES
+        tls_context = None
+        if self.bus.tls:
+            tls_context = ssl.create_default_context(cafile=str(self.bus.ca_file) if self.bus.ca_file else None)
+        client = aiomqtt.Client(
+            hostname=self.bus.host,
+            port=self.bus.port,
+            username=self.bus.username,
+            password=self.bus.password.reveal() if self.bus.password else None,
+            identifier=self.bus.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else False,
+            clean_start=False,
+            properties=properties,
+            tls_context=tls_context,
+            timeout=10,
+        )
+        # Before CONNECT: the broker redelivers the session's messages as soon as we are connected.
+        client._client.manual_ack_set(True)  # noqa: SLF001 - aiomqtt exposes no manual-ack switch
+        return client
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        messages = aiter(client.messages)
+        stop_wait = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while True:
+                next_message = asyncio.ensure_future(anext(messages))
+                await asyncio.wait({next_message, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not next_message.done():
+                    next_message.cancel()
+                    return
+                batch = [next_message.result()]
+                # Take whatever else has already arrived: these share one commit.
+                for _ in range(min(len(client.messages), MAX_BATCH - 1)):
+                    batch.append(await anext(messages))
+                await self._handle(client, batch)
+        finally:
+            stop_wait.cancel()
+
+    async def _handle(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
+        events: list[Event] = []
+        for message in batch:
+            topic = message.topic.value
+            if topic == self.bus.dead_letter_topic:
+                continue  # our own output, if the admin put it under the prefix; never loop on it
+            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
+            try:
+                events.append(
+                    parse_event(
+                        payload,
+                        topic_type=type_from_topic(topic, self.bus.topic_prefix),
+                        default_host=self.default_host,
+                    )
+                )
+            except InvalidEvent as err:
+                rejection = Rejection(topic=topic, reason=err.reason, message=str(err))
+                self._reject(rejection)
+                await self._dead_letter(client, rejection, payload)
+        if events:
+            await self._accept(events)
+        for message in batch:
+            if message.qos > 0:
+                client._client.ack(message.mid, message.qos)  # noqa: SLF001 - see _client()
+
+    async def _dead_letter(self, client: aiomqtt.Client, rejection: Rejection, payload: bytes) -> None:
+        """Republish a refused message on the dead-letter topic, and wait for the broker to take it."""
+        reason = f"{rejection.reason}: {rejection.message}"
+        if self.bus.protocol == "5":
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.UserProperty = [("reason", reason), ("topic", rejection.topic)]
+            await client.publish(self.bus.dead_letter_topic, payload, qos=1, properties=properties)
+        else:
+            wrapped = {"reason": reason, "topic": rejection.topic, "payload_base64": b64encode(payload).decode()}
+            await client.publish(self.bus.dead_letter_topic, json.dumps(wrapped).encode(), qos=1)
+
+
+async def publish_event(bus: BusConfig, event_type: str, payload: dict[str, object]) -> None:
+    """Publish one event on `<topic_prefix>/<type>` at QoS 1 and wait for the broker's PUBACK (`dispatcher publish`)."""
+    tls_context = None
+    if bus.tls:
+        tls_context = ssl.create_default_context(cafile=str(bus.ca_file) if bus.ca_file else None)
+    try:
+        async with aiomqtt.Client(
+            hostname=bus.host,
+            port=bus.port,
+            username=bus.username,
+            password=bus.password.reveal() if bus.password else None,
+            protocol=aiomqtt.ProtocolVersion.V5 if bus.protocol == "5" else aiomqtt.ProtocolVersion.V311,
+            tls_context=tls_context,
+            timeout=10,
+        ) as client:
+            await client.publish(f"{bus.topic_prefix}/{event_type}", json.dumps(payload).encode(), qos=1)
+    except aiomqtt.MqttError as err:
+        raise DispatcherError(f"cannot publish to {bus.host}:{bus.port}: {err}") from err

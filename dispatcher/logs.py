@@ -1,0 +1,40 @@
+"""Logging setup: structlog, JSON lines when stdout is not a terminal (systemd), the console renderer when it is."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+
+def configure_logging(*, debug: bool = False, json_lines: bool | None = None) -> None:
+    """Route structlog and the standard library's logging (aiohttp, paho) through one renderer on stdout."""
+    if json_lines is None:
+        json_lines = not sys.stdout.isatty()
+    level = logging.DEBUG if debug else logging.INFO
+    shared = [
+        structlog.contextvars.merge_contextvars,  # event_id / event_type bound per event
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer = structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer]
+        if json_lines
+        else [*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # Library chatter (aiohttp access lines) only when debugging.
+    root.setLevel(level if debug else logging.WARNING)

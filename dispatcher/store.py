@@ -1,0 +1,209 @@
+"""The embedded store: one SQLite database (WAL) owned by one thread.
+
+Every read and write goes through `await store.run(fn)`, which runs `fn(conn)` in the store's thread.
+The thread takes every job that is waiting, runs each in its own savepoint and commits them together:
+group commit, so that many small durable writes (one per accepted event) cost one fsync between them.
+A job that raises is rolled back alone and its caller gets the exception; the others still commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from .errors import StoreError
+from .events import Event
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# The most jobs one transaction takes: bounds the latency a job can add to the ones behind it.
+MAX_GROUP = 512
+
+EVENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,   -- the idempotency key
+    type        TEXT NOT NULL,
+    body        TEXT NOT NULL,          -- Event.to_json()
+    source      TEXT NOT NULL,          -- mqtt | http | internal
+    received_at TEXT NOT NULL,
+    planned     INTEGER NOT NULL DEFAULT 0  -- 1 once its deliveries are in the outbox
+);
+CREATE INDEX IF NOT EXISTS events_unplanned ON events(seq) WHERE planned = 0;
+"""
+
+
+@dataclass
+class _Job:
+    fn: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+_STOP = object()
+
+
+class Store:
+    """The SQLite store. Open it, `run` functions against it, close it."""
+
+    def __init__(self, path: Path | str, schemas: Sequence[str] = ()) -> None:
+        self.path = Path(path)
+        self._schemas = [EVENTS_SCHEMA, *schemas]
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self.is_open = False
+
+    async def open(self) -> None:
+        """Create the database file and its tables if needed and start the store's thread."""
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+
+        def started(error: BaseException | None) -> None:
+            if not ready.done():
+                if error:
+                    ready.set_exception(error)
+                else:
+                    ready.set_result(None)
+
+        self._thread = threading.Thread(
+            target=self._serve, args=(lambda e: loop.call_soon_threadsafe(started, e),), name="dispatcher-store", daemon=True
+        )
+        self._thread.start()
+        await ready
+        self.is_open = True
+        log.info("store_opened", path=str(self.path))
+
+    async def close(self) -> None:
+        """Finish the jobs already submitted, then close the database."""
+        if self._thread is None:
+            return
+        self.is_open = False
+        self._jobs.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+        log.info("store_closed", path=str(self.path))
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` in the store's thread, inside a transaction that is committed before this returns."""
+        if self._thread is None:
+            raise StoreError("the store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(fn, loop, future))
+        return await future
+
+    # -- events -------------------------------------------------------------------------------------------------
+
+    async def add_events(self, events: Sequence[Event], source: str) -> list[bool]:
+        """Record events durably; for each, True if it is new, False if its id was already recorded."""
+        return await self.run(lambda conn: insert_events(conn, events, source))
+
+    async def unplanned_events(self, limit: int = 1000) -> list[tuple[int, Event]]:
+        """Recorded events whose deliveries are not yet planned, oldest first, as (seq, event)."""
+
+        def query(conn: sqlite3.Connection) -> list[tuple[int, Event]]:
+            rows = conn.execute(
+                "SELECT seq, body FROM events WHERE planned = 0 ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+            return [(seq, Event.from_json(body)) for seq, body in rows]
+
+        return await self.run(query)
+
+    async def count_events(self) -> int:
+        return await self.run(lambda conn: conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    # -- the thread ---------------------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so group commit is explicit.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk (WAL fsynced) before the event is acknowledged, even across a power cut.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        for schema in self._schemas:
+            conn.executescript(schema)
+        return conn
+
+    def _serve(self, started: Callable[[BaseException | None], None]) -> None:
+        try:
+            self._conn = self._connect()
+        except (sqlite3.Error, OSError) as err:
+            started(StoreError(f"cannot open the store at {self.path}: {err}"))
+            return
+        started(None)
+        conn = self._conn
+        stopping = False
+        while not stopping:
+            batch = [self._jobs.get()]
+            while len(batch) < MAX_GROUP:
+                try:
+                    batch.append(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            if _STOP in batch:
+                stopping = True
+                batch = [job for job in batch if job is not _STOP]
+            if batch:
+                self._run_group(conn, batch)
+        conn.close()
+
+    def _run_group(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        outcomes: list[tuple[_Job, bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job.fn(conn)
+                except Exception as err:  # noqa: BLE001 - the job's caller receives it
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, False, err))
+                else:
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, True, result))
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            # The commit itself failed (disk full, I/O error): nothing in the group is durable.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.error("store_commit_failed", error=str(err), jobs=len(batch))
+            failure = StoreError(f"store write failed: {err}")
+            outcomes = [(job, False, failure) for job in batch]
+        for job, ok, value in outcomes:
+            job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+def insert_events(conn: sqlite3.Connection, events: Iterable[Event], source: str) -> list[bool]:
+    """INSERT events, ignoring ids already recorded; True for each one that is new."""
+    fresh = []
+    for event in events:
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO events (id, type, body, source, received_at) VALUES (?, ?, ?, ?, ?)",
+            (event.id, event.type, event.to_json(), source, event.received_at.isoformat()),
+        )
+        fresh.append(cursor.rowcount == 1)
+    return fresh

@@ -1,11 +1,13 @@
 """A real mosquitto for tests: our own process on a free loopback port, with our own configuration.
 
 `max_queued_messages 0` because the default (1000) silently drops QoS 1 messages queued for an
-offline persistent session; persistence on, so a restarted broker keeps sessions and queued messages.
+offline persistent session; persistence on, so a restarted broker keeps sessions and queued messages;
+`user` set to ourselves, since mosquitto started as root otherwise drops to a user that cannot write our files.
 """
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -14,6 +16,7 @@ from pathlib import Path
 
 BROKER_CONFIG = """\
 listener {port} 127.0.0.1
+user {user}
 allow_anonymous true
 max_queued_messages 0
 max_inflight_messages 1000
@@ -54,7 +57,7 @@ class Mosquitto:
         self.state_dir = state_dir
         self.port = free_port()
         self.config_path = state_dir / "mosquitto.conf"
-        self.config_path.write_text(BROKER_CONFIG.format(port=self.port, state_dir=state_dir))
+        self.config_path.write_text(BROKER_CONFIG.format(port=self.port, state_dir=state_dir, user=getpass.getuser()))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

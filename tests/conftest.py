@@ -143,12 +143,12 @@ class DaemonProcess:
         self.http_port = int(load_config(config_path).http.listen_port)
 
     def start(self) -> None:
-        log = self.log_path.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "dispatcher", "run", "-c", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "dispatcher", "run", "-c", str(self.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, env=env,
+            )
         wait_for_port(self.http_port, timeout_s=20)
 
     def kill(self) -> None:

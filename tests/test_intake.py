@@ -1,0 +1,193 @@
+"""Event intake against a real mosquitto: durable before acknowledged, dead letters, reconnects, HTTP intake."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiomqtt
+import pytest
+
+from .brokers import Mosquitto
+from .conftest import API_TOKEN, wait_until
+
+
+def stored_ids(config_dir: Path) -> list[str]:
+    """The event ids in the daemon's store, read the way an admin would (sqlite3 on the file)."""
+    with sqlite3.connect(config_dir / "dispatcher.db") as conn:
+        return [row[0] for row in conn.execute("SELECT id FROM events ORDER BY seq")]
+
+
+async def publish(broker: Mosquitto, topic: str, payloads: list[bytes], *, v5: bool = True) -> None:
+    async with aiomqtt.Client(
+        "127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311
+    ) as client:
+        for payload in payloads:
+            await client.publish(topic, payload, qos=1)
+
+
+async def metric(http: aiohttp.ClientSession, base_url: str, name: str, **labels: str) -> float:
+    """One sample of /metrics, as Prometheus would scrape it."""
+    text = await (await http.get(f"{base_url}/metrics")).text()
+    wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{wanted} not in /metrics")
+
+
+async def test_an_event_on_the_bus_is_recorded_and_readyz_says_ready(
+    mosquitto: Mosquitto, make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
+) -> None:
+    """A valid event published at QoS 1 lands in the store with its fields; /readyz and /healthz answer 200."""
+    config = make_config()
+    daemon = await start_daemon(config)
+    body = {"id": "evt-1", "account": "bob", "data": {"domain": "example.com"}}
+    await publish(mosquitto, "events/AutoSSL/CertificateInstalled", [json.dumps(body).encode()])
+    await wait_until(lambda: stored_ids(config.parent) == ["evt-1"])
+    with sqlite3.connect(config.parent / "dispatcher.db") as conn:
+        (stored,) = conn.execute("SELECT body FROM events").fetchone()
+    stored_event = json.loads(stored)
+    assert stored_event["type"] == "AutoSSL/CertificateInstalled"
+    assert stored_event["account"] == "bob" and stored_event["data"] == {"domain": "example.com"}
+    assert stored_event["host"] == "test.example.com"
+    assert (await http.get(f"{daemon.base_url}/readyz")).status == 200
+    assert (await http.get(f"{daemon.base_url}/healthz")).status == 200
+    assert await metric(http, daemon.base_url, "dispatcher_events_received_total", source="mqtt") == 1
+
+
+BAD_MESSAGES = [
+    ("events/Backup/Failure", b"{not json", "invalid_json"),
+    ("events/Backup/Failure", b"[1,2,3]", "not_an_object"),
+    ("events/Backup/Failure", b'{"client_id": "twelve"}', "bad_field"),
+    ("events/Backup/Failure", b'{"occurred_at": "last tuesday"}', "bad_field"),
+    ("events/Backup/Failure", b'{"type": "Backup/Success"}', "topic_mismatch"),
+    ("events", b"{}", "missing_type"),
+    ("events/Backup/Failure", b"{" + b" " * (256 * 1024) + b"}", "too_large"),
+]
+
+
+@pytest.mark.parametrize("v5", [True, False], ids=["mqtt5", "mqtt311"])
+async def test_bad_messages_go_to_the_dead_letter_topic_and_the_daemon_carries_on(
+    mosquitto: Mosquitto, make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession, v5: bool
+) -> None:
+    """Every bad case of SPEC §1 is republished unchanged with its reason, counted, and the next event is accepted."""
+    config = make_config(bus={"protocol": "5" if v5 else "3.1.1"})
+    daemon = await start_daemon(config)
+    received: list[aiomqtt.Message] = []
+    async with aiomqtt.Client(
+        "127.0.0.1", mosquitto.port, protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311
+    ) as watcher:
+        await watcher.subscribe("events-dead-letter", qos=1)
+        for topic, payload, _ in BAD_MESSAGES:
+            await watcher.publish(topic, payload, qos=1)
+
+        async def collect() -> None:
+            async for message in watcher.messages:
+                received.append(message)
+                if len(received) == len(BAD_MESSAGES):
+                    return
+
+        await asyncio.wait_for(collect(), 10)
+
+    for (topic, payload, reason), message in zip(BAD_MESSAGES, received, strict=True):
+        if v5:
+            assert message.payload == payload
+            properties = dict(message.properties.UserProperty)
+            assert properties["reason"].startswith(reason + ": ")
+            assert properties["topic"] == topic
+        else:
+            wrapped = json.loads(message.payload)
+            assert wrapped["reason"].startswith(reason + ": ")
+            assert wrapped["topic"] == topic
+            import base64
+
+            assert base64.b64decode(wrapped["payload_base64"]) == payload
+
+    assert (await http.get(f"{daemon.base_url}/readyz")).status == 200
+    assert await metric(http, daemon.base_url, "dispatcher_events_rejected_total", source="mqtt", reason="bad_field") == 2
+    assert await metric(http, daemon.base_url, "dispatcher_events_rejected_total", source="mqtt", reason="too_large") == 1
+    await publish(mosquitto, "events/Backup/Failure", [b'{"id": "after-the-bad-ones"}'], v5=v5)
+    await wait_until(lambda: stored_ids(config.parent) == ["after-the-bad-ones"])
+
+
+async def test_a_repeated_id_is_recorded_once(
+    mosquitto: Mosquitto, make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
+) -> None:
+    """The id is the idempotency key: the same event published three times is stored once and counted as duplicate."""
+    config = make_config()
+    daemon = await start_daemon(config)
+    await publish(mosquitto, "events/Backup/Failure", [b'{"id": "same"}'] * 3 + [b'{"id": "other"}'])
+    await wait_until(lambda: len(stored_ids(config.parent)) == 2)
+    await wait_until(
+        lambda: metric(http, daemon.base_url, "dispatcher_events_duplicate_total", source="mqtt")
+    )
+    assert stored_ids(config.parent) == ["same", "other"]
+    assert await metric(http, daemon.base_url, "dispatcher_events_duplicate_total", source="mqtt") == 2
+
+
+async def test_a_broker_restart_loses_no_event(
+    mosquitto: Mosquitto, make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
+) -> None:
+    """The broker restarts under the daemon: /readyz says 503 while it is away, it reconnects, and every QoS 1 event arrives."""
+    config = make_config()
+    daemon = await start_daemon(config)
+    await publish(mosquitto, "events/Backup/Failure", [json.dumps({"id": f"before-{i}"}).encode() for i in range(300)])
+    mosquitto.stop()
+    await wait_until(lambda: not daemon.dispatcher.bus_connected)
+    assert (await http.get(f"{daemon.base_url}/readyz")).status == 503
+    mosquitto.start()
+    await publish(mosquitto, "events/Backup/Failure", [json.dumps({"id": f"after-{i}"}).encode() for i in range(300)])
+    await wait_until(lambda: len(stored_ids(config.parent)) == 600, timeout_s=30)
+    assert sorted(stored_ids(config.parent)) == sorted([f"before-{i}" for i in range(300)] + [f"after-{i}" for i in range(300)])
+    await wait_until(lambda: daemon.dispatcher.bus_connected)
+    assert (await http.get(f"{daemon.base_url}/readyz")).status == 200
+
+
+async def test_events_published_while_the_daemon_is_down_arrive_when_it_returns(
+    mosquitto: Mosquitto, make_config: Callable[..., Path], start_daemon: Any
+) -> None:
+    """The persistent session: the broker queues QoS 1 events for the daemon while it is stopped."""
+    config = make_config()
+    first = await start_daemon(config)
+    await first.stop()
+    await publish(mosquitto, "events/Backup/Failure", [json.dumps({"id": f"queued-{i}"}).encode() for i in range(2000)])
+    await start_daemon(config)
+    await wait_until(lambda: len(stored_ids(config.parent)) == 2000, timeout_s=30)
+    assert len(set(stored_ids(config.parent))) == 2000
+
+
+async def test_the_http_intake_validates_like_the_bus_and_needs_the_token(
+    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
+) -> None:
+    """POST /api/v1/events: 202 with the id, 400 with details for bad input, 401 without the bearer token."""
+    config = make_config()
+    daemon = await start_daemon(config)
+    url = f"{daemon.base_url}/api/v1/events"
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+
+    response = await http.post(url, json={"type": "Quota/DiskWarning", "account": "bob", "id": "h1"}, headers=auth)
+    assert response.status == 202 and await response.json() == {"id": "h1"}
+    await wait_until(lambda: stored_ids(config.parent) == ["h1"])
+
+    response = await http.post(url, json={"account": "bob"}, headers=auth)
+    assert response.status == 400
+    assert "type is required" in (await response.json())["error"]
+
+    response = await http.post(url, json={"type": "Quota/DiskWarning", "client_id": "x", "data": 1}, headers=auth)
+    body = await response.json()
+    assert response.status == 400 and len(body["details"]) == 2
+
+    response = await http.post(url, data=b"{oops", headers=auth)
+    assert response.status == 400
+
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {API_TOKEN}"}):
+        response = await http.post(url, json={"type": "Quota/DiskWarning"}, headers=headers)
+        assert response.status == 401
+        assert API_TOKEN not in await response.text()
+    assert stored_ids(config.parent) == ["h1"]

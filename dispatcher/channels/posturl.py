@@ -1,0 +1,248 @@
+"""The Post to URL channel: one HTTP POST per URL with the notification's fields.
+
+Fields: `subject`, `body` (the text), `application` and `event_name` (the two halves of the type), `hostname`,
+`event_id`, `event_type`, `importance`, `account` (empty if none). The URL's query string is removed from the
+URL and merged into the body, its parameters first; a parameter named like one of these fields is replaced by
+the field. Credentials in the URL (`https://user:pass@host/...`) are sent as HTTP basic auth and never appear in
+logs or errors. `format: form` sends `application/x-www-form-urlencoded; charset=UTF-8`, `format: json` one
+JSON object with the same names (a repeated query parameter becomes a list).
+
+2xx is success; 408, 429, 5xx, connection errors and timeouts are retryable (429 and 503 honour `Retry-After`);
+other 4xx are permanent; redirects are not followed and are permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import structlog
+from yarl import URL
+
+from dispatcher import __version__
+from dispatcher.channels.base import Channel, DeliveryError, Message, parse_retry_after
+
+log = structlog.get_logger(__name__)
+
+_BODY_CAP_BYTES = 64 * 1024
+_SNIPPET_CHARS = 200
+_WHITESPACE = re.compile(r"\s+")
+_FORM_CONTENT_TYPE = "application/x-www-form-urlencoded; charset=UTF-8"
+_JSON_CONTENT_TYPE = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    """A configured URL taken apart: where to POST, with what auth, which parameters, and what to hide."""
+
+    url: URL
+    params: tuple[tuple[str, str], ...] = field(repr=False)
+    authorization: str | None = field(repr=False)
+    secrets: tuple[str, ...] = field(repr=False)
+
+    def headers(self, content_type: str) -> dict[str, str]:
+        headers = {"Content-Type": content_type}
+        if self.authorization is not None:
+            headers["Authorization"] = self.authorization
+        return headers
+
+
+class PostUrlChannel(Channel):
+    """POSTs each message to one URL, form-encoded or as JSON (`config.format`).
+
+    `config` has `timeout_s`, `format` (`form` | `json`) and `concurrency`. One HTTP session, created on first
+    use, serves every send.
+    """
+
+    name = "posturl"
+
+    def __init__(self, config: Any, *, hostname: str) -> None:
+        super().__init__(config, hostname=hostname)
+        self._slots = asyncio.Semaphore(max(1, int(config.concurrency)))
+        self._session: aiohttp.ClientSession | None = None
+
+    def describe_target(self, target: str) -> str:
+        """The URL without credentials and with query values masked: `https://***@host/path?key=***`."""
+        return redact_url(target)
+
+    async def send(self, message: Message, target: str) -> None:
+        """POST `message`'s fields to the URL `target`; raise `DeliveryError` saying whether to retry."""
+        endpoint = _parse_endpoint(target)
+        shown = self.describe_target(target)
+        data, content_type = self.encode_body(message, endpoint.params)
+        timeout_s = float(self.config.timeout_s)
+        # Waiting for a free slot is not the receiver's fault, so it is outside the timeout.
+        async with self._slots:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    async with self._get_session().post(
+                        endpoint.url,
+                        data=data,
+                        headers=endpoint.headers(content_type),
+                        allow_redirects=False,
+                    ) as response:
+                        status = response.status
+                        headers = response.headers
+                        body = await _read_capped(response)
+            except TimeoutError as err:
+                raise DeliveryError(f"{shown} did not answer within {timeout_s:g} s", retryable=True) from err
+            except aiohttp.InvalidURL as err:
+                raise DeliveryError(f"{shown} is not a valid URL", retryable=False) from err
+            except (aiohttp.ClientError, OSError) as err:
+                raise DeliveryError(
+                    f"cannot reach {shown}: {_scrub(_describe(err), endpoint.secrets)}", retryable=True
+                ) from err
+        if 200 <= status < 300:
+            log.debug("posturl_sent", target=shown, event_id=message.event_id)
+            return
+        raise _status_error(status, headers, body, shown, endpoint)
+
+    def encode_body(self, message: Message, params: tuple[tuple[str, str], ...]) -> tuple[bytes, str]:
+        """The request body and its content type: the URL's parameters, then the message's fields."""
+        fields = message_fields(message)
+        kept = [(key, value) for key, value in params if key not in fields]
+        if self.config.format == "json":
+            merged: dict[str, str | list[str]] = {}
+            for key, value in kept:
+                previous = merged.get(key)
+                if previous is None:
+                    merged[key] = value
+                elif isinstance(previous, list):
+                    previous.append(value)
+                else:
+                    merged[key] = [previous, value]
+            merged.update(fields)
+            return json.dumps(merged, ensure_ascii=False).encode("utf-8"), _JSON_CONTENT_TYPE
+        pairs = [*kept, *fields.items()]
+        return urlencode(pairs, encoding="utf-8").encode("ascii"), _FORM_CONTENT_TYPE
+
+    async def close(self) -> None:
+        """Close the HTTP session, if one was opened."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        # Created lazily: a ClientSession belongs to the running loop, which the constructor may not see.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=max(1, int(self.config.concurrency))),
+                # Receivers are unrelated sites: a cookie one sets must not be sent to another.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"User-Agent": f"dispatcher/{__version__}"},
+            )
+        return self._session
+
+
+def message_fields(message: Message) -> dict[str, str]:
+    """The fields Post to URL sends for `message`, in their documented order."""
+    return {
+        "subject": message.subject,
+        "body": message.text,
+        "application": message.app,
+        "event_name": message.event_name,
+        "hostname": message.hostname,
+        "event_id": message.event_id,
+        "event_type": message.event_type,
+        "importance": message.importance,
+        "account": message.account or "",
+    }
+
+
+def redact_url(url: str) -> str:
+    """`url` safe to show: credentials become `***`, each query value `***`, the fragment is dropped.
+
+    An unparsable URL gives `<invalid URL>`, since its text may hold anything.
+    """
+    try:
+        parsed = URL(url.strip())
+        if not parsed.scheme or not parsed.host:
+            return "<invalid URL>"
+        shown = parsed.with_user(None).with_password(None).with_query(None).with_fragment(None)
+        text = str(shown)
+        if parsed.raw_user is not None or parsed.raw_password is not None:
+            text = text.replace("://", "://***@", 1)
+        if parsed.query:
+            text += "?" + "&".join(f"{key}=***" for key in parsed.query)
+        return text
+    except (ValueError, TypeError):
+        return "<invalid URL>"
+
+
+def _parse_endpoint(target: str) -> _Endpoint:
+    try:
+        url = URL(target.strip())
+    except (ValueError, TypeError) as err:
+        raise DeliveryError("<invalid URL> is not a valid URL", retryable=False) from err
+    if url.scheme not in ("http", "https") or not url.host:
+        raise DeliveryError(f"{redact_url(target)} is not an http(s) URL", retryable=False)
+    authorization = None
+    if url.user is not None or url.password is not None:
+        # RFC 7617 basic auth, UTF-8 as its charset parameter recommends.
+        credentials = f"{url.user or ''}:{url.password or ''}".encode()
+        authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
+    params = tuple((str(key), str(value)) for key, value in url.query.items())
+    secrets = tuple(
+        value for value in (url.user, url.password, url.raw_user, url.raw_password, *(v for _, v in params)) if value
+    )
+    bare = url.with_user(None).with_password(None).with_query(None).with_fragment(None)
+    return _Endpoint(url=bare, params=params, authorization=authorization, secrets=secrets)
+
+
+def _status_error(status: int, headers: Any, body: bytes, shown: str, endpoint: _Endpoint) -> DeliveryError:
+    """Classify a non-2xx answer; the message shows the redacted URL and the start of the body, secrets blanked."""
+    snippet = _WHITESPACE.sub(" ", body.decode("utf-8", "replace")).strip()[:_SNIPPET_CHARS]
+    snippet = _scrub(snippet, endpoint.secrets)
+    if 300 <= status < 400:
+        return DeliveryError(
+            f"HTTP {status} from {shown}: redirected to {_redirect_target(headers, endpoint)}"
+            " (Post to URL does not follow redirects; configure the final URL)",
+            retryable=False,
+        )
+    detail = f"HTTP {status} from {shown}" + (f": {snippet}" if snippet else "")
+    if status in (408, 429) or status >= 500:
+        retry_after_s = None
+        if status in (429, 503):
+            retry_after_s = parse_retry_after(headers.get("Retry-After"), now_s=time.time())
+        return DeliveryError(detail, retryable=True, retry_after_s=retry_after_s)
+    return DeliveryError(detail, retryable=False)
+
+
+def _redirect_target(headers: Any, endpoint: _Endpoint) -> str:
+    location = headers.get("Location")
+    if not location:
+        return "nowhere (no Location header)"
+    try:
+        return _scrub(redact_url(str(endpoint.url.join(URL(location)))), endpoint.secrets)
+    except (ValueError, TypeError):
+        return "<invalid URL>"
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    # Longest first, so a secret that contains another is blanked whole.
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(16 * 1024):
+        body += chunk[: _BODY_CAP_BYTES - len(body)]
+        if len(body) >= _BODY_CAP_BYTES:
+            break
+    return bytes(body)
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, aiohttp.ClientConnectorError):
+        # Its own str() names host and port only; the OS reason is the useful part.
+        return f"{err.os_error.strerror or err.os_error}"
+    return _WHITESPACE.sub(" ", str(err)).strip() or type(err).__name__

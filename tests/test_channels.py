@@ -327,6 +327,15 @@ async def test_email_login(make_channel: Any) -> None:
         assert "wrong-pw" not in str(error) and "wrong-pw" not in repr(error)
 
 
+async def test_email_starttls_is_required_when_configured(smtp: SmtpSink, make_channel: Any) -> None:
+    """`security: starttls` never falls back to plain text: a server without STARTTLS gets no message."""
+    channel = make_channel(EmailChannel, EmailConfig(port=smtp.port, security="starttls"))
+    error = await expect_failure(channel.send(make_message(), "a@example.com"))
+    assert error.retryable
+    assert "STARTTLS" in str(error)
+    assert smtp.messages == []
+
+
 async def test_email_rejects_a_malformed_address_permanently(smtp: SmtpSink, make_channel: Any) -> None:
     """A target that is not one email address fails permanently without touching the server."""
     channel = make_channel(EmailChannel, EmailConfig(port=smtp.port))

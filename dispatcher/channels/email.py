@@ -182,7 +182,8 @@ class EmailChannel(Channel):
         client = aiosmtplib.SMTP(
             hostname=config.host,
             port=int(config.port),
-            local_hostname=self.hostname,
+            # EHLO with our own name: socket.getfqdn() can block on DNS for seconds.
+            local_hostname=self.hostname.strip() or None,
             timeout=float(config.timeout_s),
             use_tls=config.security == "tls",
             # "none" means plain SMTP: no opportunistic upgrade either.

@@ -539,7 +539,8 @@ async def test_posturl_does_not_follow_redirects(webhook: WebhookSink, make_chan
 
 
 async def test_posturl_slow_or_absent_receiver_is_retryable(make_channel: Any) -> None:
-    """A receiver slower than `timeout_s`, or not listening, gives a retryable DeliveryError."""
+    """A receiver slower than `timeout_s`, or not listening, gives a retryable DeliveryError; once it is back,
+    sends succeed again."""
     channel = make_channel(PostUrlChannel, PostUrlConfig(timeout_s=0.3))
     async with WebhookSink(delay_s=3.0) as slow:
         started = time.monotonic()
@@ -551,6 +552,12 @@ async def test_posturl_slow_or_absent_receiver_is_retryable(make_channel: Any) -
         error = await expect_failure(channel.send(make_message(), f"{slow.url}/x"))
         assert error.retryable
         assert str(error).startswith(f"cannot reach {slow.url}/x: ")
+
+        # Back on the same port and answering promptly: the same channel delivers again.
+        slow.delay_s = 0.0
+        await slow.start()
+        await channel.send(make_message(event_id="back"), f"{slow.url}/x")
+        assert slow.requests[-1].form["event_id"] == "back"
 
 
 async def test_posturl_rejects_non_http_targets(make_channel: Any) -> None:

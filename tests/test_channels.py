@@ -8,7 +8,7 @@ import hashlib
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
@@ -27,52 +27,27 @@ from dispatcher.channels import (
     PushbulletChannel,
     available_channels,
     parse_retry_after,
-    redact_url,
 )
+from dispatcher.config import EmailChannelConfig, PostUrlChannelConfig, PushbulletChannelConfig, Secret
 
 from .servers import FakePushbullet, SmtpSink, WebhookSink, new_token
 
 HOSTNAME = "server1.example.com"
 
-# --- config stand-ins -------------------------------------------------------------------------------------------
-# Same field names as dispatcher.config's channel sections; the channels only read attributes (duck typing).
+# --- configs: the real config sections, with test-friendly defaults ---------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Secret:
-    value: str
-
-    def reveal(self) -> str:
-        return self.value
-
-    def __repr__(self) -> str:
-        return "<secret>"
+def email_config(**changes: Any) -> EmailChannelConfig:
+    defaults: dict[str, Any] = {"from_addr": "Server notices <root@server1.example.com>", "timeout_s": 5.0}
+    return EmailChannelConfig(**{**defaults, "concurrency": 4, **changes})
 
 
-@dataclass(frozen=True)
-class EmailConfig:
-    host: str = "127.0.0.1"
-    port: int = 25
-    security: str = "none"
-    username: str | None = None
-    password: _Secret | None = None
-    from_addr: str = "Server notices <root@server1.example.com>"
-    timeout_s: float = 5.0
-    concurrency: int = 4
+def pushbullet_config(**changes: Any) -> PushbulletChannelConfig:
+    return PushbulletChannelConfig(**{"timeout_s": 5.0, **changes})
 
 
-@dataclass(frozen=True)
-class PushbulletConfig:
-    api_url: str = "https://api.pushbullet.com"
-    timeout_s: float = 5.0
-    concurrency: int = 4
-
-
-@dataclass(frozen=True)
-class PostUrlConfig:
-    timeout_s: float = 5.0
-    format: str = "form"
-    concurrency: int = 4
+def posturl_config(**changes: Any) -> PostUrlChannelConfig:
+    return PostUrlChannelConfig(**{"timeout_s": 5.0, **changes})
 
 
 def make_message(**changes: Any) -> Message:
@@ -136,7 +111,7 @@ async def expect_failure(send: Any) -> DeliveryError:
 
 async def test_email_wire_format(smtp: SmtpSink, make_channel: Any) -> None:
     """One message to one address: multipart/alternative (text then HTML) in UTF-8, with the dispatcher headers."""
-    channel = make_channel(EmailChannel, EmailConfig(port=smtp.port))
+    channel = make_channel(EmailChannel, email_config(port=smtp.port))
     message = make_message()
     await channel.send(message, "admin@example.com")
 
@@ -165,7 +140,7 @@ async def test_email_wire_format(smtp: SmtpSink, make_channel: Any) -> None:
 
 async def test_email_subject_with_line_breaks_adds_no_header(smtp: SmtpSink, make_channel: Any) -> None:
     """CR/LF in the subject or event data is collapsed to spaces: no Bcc or other header is injected."""
-    channel = make_channel(EmailChannel, EmailConfig(port=smtp.port))
+    channel = make_channel(EmailChannel, email_config(port=smtp.port))
     message = make_message(
         subject="Disk full\r\nBcc: victim@example.net",
         event_id="id-1\nX-Injected: yes",
@@ -185,7 +160,7 @@ async def test_email_subject_with_line_breaks_adds_no_header(smtp: SmtpSink, mak
 
 async def test_email_reuses_connections(smtp: SmtpSink, make_channel: Any) -> None:
     """Sequential sends share one SMTP session; concurrent sends open at most `concurrency` sessions."""
-    channel = make_channel(EmailChannel, EmailConfig(port=smtp.port, concurrency=2))
+    channel = make_channel(EmailChannel, email_config(port=smtp.port, concurrency=2))
     for n in range(5):
         await channel.send(make_message(event_id=f"seq-{n}"), f"user{n}@example.com")
     await smtp.wait_for(5)
@@ -199,7 +174,7 @@ async def test_email_reuses_connections(smtp: SmtpSink, make_channel: Any) -> No
 
 async def test_email_reconnects_once_when_a_pooled_session_was_dropped(smtp: SmtpSink, make_channel: Any) -> None:
     """A pooled connection the server closed is replaced by a new one within the same send."""
-    channel = make_channel(EmailChannel, EmailConfig(port=smtp.port))
+    channel = make_channel(EmailChannel, email_config(port=smtp.port))
     await channel.send(make_message(event_id="first"), "a@example.com")
     smtp.drop_connections()
     await asyncio.sleep(0.05)
@@ -212,7 +187,7 @@ async def test_email_reconnects_once_when_a_pooled_session_was_dropped(smtp: Smt
 
 async def test_email_reconnects_when_a_pooled_session_breaks_mid_send(smtp: SmtpSink, make_channel: Any) -> None:
     """A pooled session that breaks under the send (the client had not noticed yet) is reconnected once."""
-    channel = make_channel(EmailChannel, EmailConfig(port=smtp.port))
+    channel = make_channel(EmailChannel, email_config(port=smtp.port))
     await channel.send(make_message(event_id="first"), "a@example.com")
     with capture_logs() as logs:
         # No await between the drop and the send: the client still believes its pooled session is alive.
@@ -226,7 +201,7 @@ async def test_email_reconnects_when_a_pooled_session_breaks_mid_send(smtp: Smtp
 
 async def test_email_reconnects_when_a_pooled_session_is_closed_with_421(smtp: SmtpSink, make_channel: Any) -> None:
     """A 421 ("closing channel") on a pooled session means the session is gone: the send reconnects and succeeds."""
-    channel = make_channel(EmailChannel, EmailConfig(port=smtp.port))
+    channel = make_channel(EmailChannel, email_config(port=smtp.port))
     await channel.send(make_message(event_id="first"), "a@example.com")
     smtp.fail_next(1, 421, "4.4.2 Idle timeout, closing connection", stage="mail")
     await channel.send(make_message(event_id="second"), "a@example.com")
@@ -236,7 +211,7 @@ async def test_email_reconnects_when_a_pooled_session_is_closed_with_421(smtp: S
 
 async def test_email_gives_up_after_one_reconnect(smtp: SmtpSink, make_channel: Any) -> None:
     """If the reconnect fails too, the send fails retryably at once instead of trying again."""
-    channel = make_channel(EmailChannel, EmailConfig(port=smtp.port))
+    channel = make_channel(EmailChannel, email_config(port=smtp.port))
     await channel.send(make_message(), "a@example.com")
     with capture_logs() as logs:
         smtp.halt()  # the pooled session breaks and the port refuses connections
@@ -251,7 +226,7 @@ async def test_email_gives_up_after_one_reconnect(smtp: SmtpSink, make_channel: 
 
 async def test_email_server_down_is_retryable_and_recovers(smtp: SmtpSink, make_channel: Any) -> None:
     """While the SMTP server is down a send fails retryably; once it is back on its port, sends succeed again."""
-    channel = make_channel(EmailChannel, EmailConfig(port=smtp.port))
+    channel = make_channel(EmailChannel, email_config(port=smtp.port))
     await channel.send(make_message(), "a@example.com")
     await smtp.stop()
 
@@ -267,7 +242,7 @@ async def test_email_server_down_is_retryable_and_recovers(smtp: SmtpSink, make_
 
 async def test_email_4xx_is_retryable_and_5xx_permanent(smtp: SmtpSink, make_channel: Any) -> None:
     """SMTP 451 after DATA is retryable, 550 is permanent; the error names code, server and the server's text."""
-    channel = make_channel(EmailChannel, EmailConfig(port=smtp.port))
+    channel = make_channel(EmailChannel, email_config(port=smtp.port))
     smtp.fail_next(1, 451, "Greylisted, try later")
     smtp.fail_next(1, 550, "Content rejected")
 
@@ -288,7 +263,7 @@ async def test_email_4xx_is_retryable_and_5xx_permanent(smtp: SmtpSink, make_cha
 
 async def test_email_refused_recipient(smtp: SmtpSink, make_channel: Any) -> None:
     """A recipient refused with 550 is permanent; refused with 450 it is retryable."""
-    channel = make_channel(EmailChannel, EmailConfig(port=smtp.port))
+    channel = make_channel(EmailChannel, email_config(port=smtp.port))
     smtp.fail_next(1, 550, "5.1.1 No such user", stage="rcpt")
     smtp.fail_next(1, 450, "4.2.1 Mailbox busy", stage="rcpt")
 
@@ -304,7 +279,7 @@ async def test_email_refused_recipient(smtp: SmtpSink, make_channel: Any) -> Non
 async def test_email_slow_server_times_out_retryably(make_channel: Any) -> None:
     """A server slower than `timeout_s` gives a retryable DeliveryError, not a hang."""
     async with SmtpSink(delay_s=3.0) as slow:
-        channel = make_channel(EmailChannel, EmailConfig(port=slow.port, timeout_s=0.3))
+        channel = make_channel(EmailChannel, email_config(port=slow.port, timeout_s=0.3))
         started = time.monotonic()
         error = await expect_failure(channel.send(make_message(), "a@example.com"))
         assert time.monotonic() - started < 2.0
@@ -315,12 +290,12 @@ async def test_email_slow_server_times_out_retryably(make_channel: Any) -> None:
 async def test_email_login(make_channel: Any) -> None:
     """With a username the channel logs in; a refused login is permanent and its error hides the password."""
     async with SmtpSink(credentials={"mailer": "s3cret-pw"}) as sink:
-        good = make_channel(EmailChannel, EmailConfig(port=sink.port, username="mailer", password=_Secret("s3cret-pw")))
+        good = make_channel(EmailChannel, email_config(port=sink.port, username="mailer", password=Secret("s3cret-pw")))
         await good.send(make_message(), "a@example.com")
         [mail] = await sink.wait_for(1)
         assert mail.auth_login == "mailer"
 
-        bad = make_channel(EmailChannel, EmailConfig(port=sink.port, username="mailer", password=_Secret("wrong-pw")))
+        bad = make_channel(EmailChannel, email_config(port=sink.port, username="mailer", password=Secret("wrong-pw")))
         error = await expect_failure(bad.send(make_message(), "a@example.com"))
         assert not error.retryable
         assert "SMTP 535" in str(error)
@@ -329,7 +304,7 @@ async def test_email_login(make_channel: Any) -> None:
 
 async def test_email_starttls_is_required_when_configured(smtp: SmtpSink, make_channel: Any) -> None:
     """`security: starttls` never falls back to plain text: a server without STARTTLS gets no message."""
-    channel = make_channel(EmailChannel, EmailConfig(port=smtp.port, security="starttls"))
+    channel = make_channel(EmailChannel, email_config(port=smtp.port, security="starttls"))
     error = await expect_failure(channel.send(make_message(), "a@example.com"))
     assert error.retryable
     assert "STARTTLS" in str(error)
@@ -338,7 +313,7 @@ async def test_email_starttls_is_required_when_configured(smtp: SmtpSink, make_c
 
 async def test_email_rejects_a_malformed_address_permanently(smtp: SmtpSink, make_channel: Any) -> None:
     """A target that is not one email address fails permanently without touching the server."""
-    channel = make_channel(EmailChannel, EmailConfig(port=smtp.port))
+    channel = make_channel(EmailChannel, email_config(port=smtp.port))
     for target in ["not-an-address", "a@example.com\r\nRCPT TO:<b@example.com>", "a@example.com, b@example.com"]:
         error = await expect_failure(channel.send(make_message(), target))
         assert not error.retryable, target
@@ -351,7 +326,7 @@ async def test_email_rejects_a_malformed_address_permanently(smtp: SmtpSink, mak
 async def test_pushbullet_wire_format(pushbullet: FakePushbullet, make_channel: Any) -> None:
     """POST /v2/pushes with the Access-Token header and the JSON note {type, title, body}."""
     [token] = pushbullet.tokens
-    channel = make_channel(PushbulletChannel, PushbulletConfig(api_url=pushbullet.api_url + "/"))
+    channel = make_channel(PushbulletChannel, pushbullet_config(api_url=pushbullet.api_url + "/"))
     message = make_message()
     await channel.send(message, token)
 
@@ -367,7 +342,7 @@ async def test_pushbullet_wire_format(pushbullet: FakePushbullet, make_channel: 
 
 async def test_pushbullet_bad_token_is_permanent_and_secret(pushbullet: FakePushbullet, make_channel: Any) -> None:
     """401 from Pushbullet is permanent, says the token was refused, and never contains the token."""
-    channel = make_channel(PushbulletChannel, PushbulletConfig(api_url=pushbullet.api_url))
+    channel = make_channel(PushbulletChannel, pushbullet_config(api_url=pushbullet.api_url))
     bad_token = new_token()
     error = await expect_failure(channel.send(make_message(), bad_token))
     assert not error.retryable
@@ -378,7 +353,7 @@ async def test_pushbullet_bad_token_is_permanent_and_secret(pushbullet: FakePush
 async def test_pushbullet_rate_limit_waits_until_reset(pushbullet: FakePushbullet, make_channel: Any) -> None:
     """429 is retryable with retry_after_s = X-Ratelimit-Reset (epoch seconds) minus now."""
     [token] = pushbullet.tokens
-    channel = make_channel(PushbulletChannel, PushbulletConfig(api_url=pushbullet.api_url))
+    channel = make_channel(PushbulletChannel, pushbullet_config(api_url=pushbullet.api_url))
     pushbullet.rate_limit_next(1, reset_in_s=120)
     error = await expect_failure(channel.send(make_message(), token))
     assert error.retryable
@@ -392,7 +367,7 @@ async def test_pushbullet_rate_limit_waits_until_reset(pushbullet: FakePushbulle
 async def test_pushbullet_server_errors_are_retryable(pushbullet: FakePushbullet, make_channel: Any) -> None:
     """5xx from Pushbullet and an unreachable API are retryable."""
     [token] = pushbullet.tokens
-    channel = make_channel(PushbulletChannel, PushbulletConfig(api_url=pushbullet.api_url, timeout_s=2))
+    channel = make_channel(PushbulletChannel, pushbullet_config(api_url=pushbullet.api_url, timeout_s=2))
     pushbullet.fail_next(1, 503)
     error = await expect_failure(channel.send(make_message(), token))
     assert error.retryable and "503" in str(error)
@@ -405,7 +380,7 @@ async def test_pushbullet_server_errors_are_retryable(pushbullet: FakePushbullet
 
 async def test_pushbullet_describe_target_hides_the_token(make_channel: Any) -> None:
     """describe_target is `pushbullet:` and the first 8 hex digits of the token's SHA-256."""
-    channel = make_channel(PushbulletChannel, PushbulletConfig())
+    channel = make_channel(PushbulletChannel, pushbullet_config())
     token = "o.abcdefghijklmnopqrstuvwxyz123456"
     assert channel.describe_target(token) == "pushbullet:" + hashlib.sha256(token.encode()).hexdigest()[:8]
 
@@ -429,7 +404,7 @@ def expected_fields(message: Message) -> dict[str, str]:
 
 async def test_posturl_form_fields_and_query_merge(webhook: WebhookSink, make_channel: Any) -> None:
     """Form-encoded UTF-8 POST; the URL's query string leaves the URL and joins the body, before the fields."""
-    channel = make_channel(PostUrlChannel, PostUrlConfig())
+    channel = make_channel(PostUrlChannel, posturl_config())
     message = make_message()
     await channel.send(message, f"{webhook.url}/notify?key=abc&channel=ops")
 
@@ -444,7 +419,7 @@ async def test_posturl_form_fields_and_query_merge(webhook: WebhookSink, make_ch
 
 async def test_posturl_account_none_is_empty(webhook: WebhookSink, make_channel: Any) -> None:
     """An event without an account sends `account` as an empty string; a query parameter cannot replace a field."""
-    channel = make_channel(PostUrlChannel, PostUrlConfig())
+    channel = make_channel(PostUrlChannel, posturl_config())
     await channel.send(make_message(account=None), f"{webhook.url}/?subject=spoofed")
     [request] = await webhook.wait_for(1)
     assert request.form["account"] == ""
@@ -453,7 +428,7 @@ async def test_posturl_account_none_is_empty(webhook: WebhookSink, make_channel:
 
 async def test_posturl_json_format(webhook: WebhookSink, make_channel: Any) -> None:
     """`format: json` sends the same fields, query parameters included, as one JSON object."""
-    channel = make_channel(PostUrlChannel, PostUrlConfig(format="json"))
+    channel = make_channel(PostUrlChannel, posturl_config(format="json"))
     message = make_message()
     await channel.send(message, f"{webhook.url}/hook?key=abc&tag=a&tag=b")
 
@@ -465,7 +440,7 @@ async def test_posturl_json_format(webhook: WebhookSink, make_channel: Any) -> N
 
 async def test_posturl_url_credentials_become_basic_auth(webhook: WebhookSink, make_channel: Any) -> None:
     """user:pass in the URL is sent as basic auth and never shows in describe_target or errors."""
-    channel = make_channel(PostUrlChannel, PostUrlConfig())
+    channel = make_channel(PostUrlChannel, posturl_config())
     target = f"http://hook-user:p%40ss-w0rd@127.0.0.1:{webhook.port}/notify?key=topsecret"
     await channel.send(make_message(), target)
 
@@ -475,7 +450,7 @@ async def test_posturl_url_credentials_become_basic_auth(webhook: WebhookSink, m
     assert request.path == "/notify"
 
     shown = channel.describe_target(target)
-    assert shown == f"http://***@127.0.0.1:{webhook.port}/notify?key=***"
+    assert shown == f"http://127.0.0.1:{webhook.port}/notify?key=***"
 
     # A receiver that echoes the request back in its error page: the secrets are blanked in our error.
     webhook.respond((400, {}, "bad request from hook-user with p@ss-w0rd and key topsecret"))
@@ -508,7 +483,7 @@ async def test_posturl_status_classification(
     retry_after_s: float | None,
 ) -> None:
     """408, 429 and 5xx are retryable (429/503 honour Retry-After seconds); other 4xx are permanent."""
-    channel = make_channel(PostUrlChannel, PostUrlConfig())
+    channel = make_channel(PostUrlChannel, posturl_config())
     webhook.respond((status, headers, "nope"))
     error = await expect_failure(channel.send(make_message(), f"{webhook.url}/x"))
     assert error.retryable is retryable
@@ -518,7 +493,7 @@ async def test_posturl_status_classification(
 
 async def test_posturl_retry_after_http_date(webhook: WebhookSink, make_channel: Any) -> None:
     """A Retry-After given as an HTTP-date becomes the seconds until that date."""
-    channel = make_channel(PostUrlChannel, PostUrlConfig())
+    channel = make_channel(PostUrlChannel, posturl_config())
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
     webhook.respond((429, {"Retry-After": later}, ""))
     error = await expect_failure(channel.send(make_message(), webhook.url))
@@ -528,7 +503,7 @@ async def test_posturl_retry_after_http_date(webhook: WebhookSink, make_channel:
 
 async def test_posturl_does_not_follow_redirects(webhook: WebhookSink, make_channel: Any) -> None:
     """A 3xx is not followed: permanent, and the message says where it pointed (redacted)."""
-    channel = make_channel(PostUrlChannel, PostUrlConfig())
+    channel = make_channel(PostUrlChannel, posturl_config())
     webhook.respond((302, {"Location": "/elsewhere?token=zzz"}, ""))
     error = await expect_failure(channel.send(make_message(), f"{webhook.url}/hook"))
     assert not error.retryable
@@ -541,7 +516,7 @@ async def test_posturl_does_not_follow_redirects(webhook: WebhookSink, make_chan
 async def test_posturl_slow_or_absent_receiver_is_retryable(make_channel: Any) -> None:
     """A receiver slower than `timeout_s`, or not listening, gives a retryable DeliveryError; once it is back,
     sends succeed again."""
-    channel = make_channel(PostUrlChannel, PostUrlConfig(timeout_s=0.3))
+    channel = make_channel(PostUrlChannel, posturl_config(timeout_s=0.3))
     async with WebhookSink(delay_s=3.0) as slow:
         started = time.monotonic()
         error = await expect_failure(channel.send(make_message(), f"{slow.url}/x?key=k1234"))
@@ -562,19 +537,21 @@ async def test_posturl_slow_or_absent_receiver_is_retryable(make_channel: Any) -
 
 async def test_posturl_rejects_non_http_targets(make_channel: Any) -> None:
     """A target that is not an http(s) URL fails permanently."""
-    channel = make_channel(PostUrlChannel, PostUrlConfig())
-    for target in ["ftp://example.com/x", "not a url", "mailto:a@example.com"]:
+    channel = make_channel(PostUrlChannel, posturl_config())
+    for target in ["ftp://example.com/x", "not a url", "mailto:a@example.com", "user:password@example.com/x"]:
         error = await expect_failure(channel.send(make_message(), target))
         assert not error.retryable, target
+        assert "password" not in str(error)
 
 
-def test_redact_url() -> None:
-    """Credentials and query values are masked, the fragment dropped; host, port and path stay."""
-    assert redact_url("https://u:p@hooks.example.com:8443/a/b?key=abc&x=1#frag") == (
-        "https://***@hooks.example.com:8443/a/b?key=***&x=***"
-    )
-    assert redact_url("https://hooks.example.com/notify") == "https://hooks.example.com/notify"
-    assert redact_url("::nonsense::") == "<invalid URL>"
+def test_posturl_describe_target_hides_credentials_and_query_values() -> None:
+    """describe_target keeps scheme, host, port and path; drops credentials; masks query values."""
+    channel = PostUrlChannel(posturl_config(), hostname=HOSTNAME)
+    shown = channel.describe_target("https://u:pw@hooks.example.com:8443/a/b?key=abc&x=1")
+    assert shown == "https://hooks.example.com:8443/a/b?key=***&x=***"
+    # Not an http(s) URL: nothing of it is shown, since "user:password@host" has no scheme to split on.
+    assert channel.describe_target("user:password@hooks.example.com/x").startswith("<invalid URL ")
+    assert "password" not in channel.describe_target("user:password@hooks.example.com/x")
 
 
 def test_parse_retry_after() -> None:

@@ -15,7 +15,7 @@ import structlog
 
 from dispatcher.channels.base import Channel, DeliveryError, Message, parse_retry_after, short_hash
 from dispatcher.channels.email import EmailChannel
-from dispatcher.channels.posturl import PostUrlChannel, redact_url
+from dispatcher.channels.posturl import PostUrlChannel
 from dispatcher.channels.pushbullet import PushbulletChannel
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "PushbulletChannel",
     "available_channels",
     "parse_retry_after",
-    "redact_url",
     "short_hash",
 ]
 

@@ -27,7 +27,8 @@ import structlog
 from yarl import URL
 
 from dispatcher import __version__
-from dispatcher.channels.base import Channel, DeliveryError, Message, parse_retry_after
+from dispatcher.channels.base import Channel, DeliveryError, Message, parse_retry_after, short_hash
+from dispatcher.config import redact_url
 
 log = structlog.get_logger(__name__)
 
@@ -69,8 +70,14 @@ class PostUrlChannel(Channel):
         self._session: aiohttp.ClientSession | None = None
 
     def describe_target(self, target: str) -> str:
-        """The URL without credentials and with query values masked: `https://***@host/path?key=***`."""
-        return redact_url(target)
+        """The URL without credentials and with query values masked: `https://host/path?key=***`.
+
+        A target that is not an http(s) URL with a host shows as `<invalid URL …>` with a short hash: how such a
+        string splits into parts is guesswork, and a wrong guess could show a password.
+        """
+        if _http_url(target) is None:
+            return f"<invalid URL {short_hash(target)}>"
+        return redact_url(target.strip())
 
     async def send(self, message: Message, target: str) -> None:
         """POST `message`'s fields to the URL `target`; raise `DeliveryError` saying whether to retry."""
@@ -156,33 +163,21 @@ def message_fields(message: Message) -> dict[str, str]:
     }
 
 
-def redact_url(url: str) -> str:
-    """`url` safe to show: credentials become `***`, each query value `***`, the fragment is dropped.
-
-    An unparsable URL gives `<invalid URL>`, since its text may hold anything.
-    """
+def _http_url(target: str) -> URL | None:
+    """`target` parsed, if it is an absolute http(s) URL with a host; else None."""
     try:
-        parsed = URL(url.strip())
-        if not parsed.scheme or not parsed.host:
-            return "<invalid URL>"
-        shown = parsed.with_user(None).with_password(None).with_query(None).with_fragment(None)
-        text = str(shown)
-        if parsed.raw_user is not None or parsed.raw_password is not None:
-            text = text.replace("://", "://***@", 1)
-        if parsed.query:
-            text += "?" + "&".join(f"{key}=***" for key in parsed.query)
-        return text
+        url = URL(target.strip())
     except (ValueError, TypeError):
-        return "<invalid URL>"
+        return None
+    if url.scheme not in ("http", "https") or not url.host:
+        return None
+    return url
 
 
 def _parse_endpoint(target: str) -> _Endpoint:
-    try:
-        url = URL(target.strip())
-    except (ValueError, TypeError) as err:
-        raise DeliveryError("<invalid URL> is not a valid URL", retryable=False) from err
-    if url.scheme not in ("http", "https") or not url.host:
-        raise DeliveryError(f"{redact_url(target)} is not an http(s) URL", retryable=False)
+    url = _http_url(target)
+    if url is None:
+        raise DeliveryError(f"<invalid URL {short_hash(target)}> is not an http(s) URL", retryable=False)
     authorization = None
     if url.user is not None or url.password is not None:
         # RFC 7617 basic auth, UTF-8 as its charset parameter recommends.
@@ -222,7 +217,7 @@ def _redirect_target(headers: Any, endpoint: _Endpoint) -> str:
     try:
         return _scrub(redact_url(str(endpoint.url.join(URL(location)))), endpoint.secrets)
     except (ValueError, TypeError):
-        return "<invalid URL>"
+        return "an invalid URL"
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:

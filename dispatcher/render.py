@@ -229,7 +229,7 @@ def filter_duration(value: Any) -> Any:
     seconds = _number(value)
     if seconds is None:
         return value
-    remaining = int(round(abs(seconds)))
+    remaining = round(abs(seconds))
     if remaining == 0:
         return "0 seconds"
     parts: list[str] = []
@@ -257,6 +257,23 @@ def filter_yesno(value: Any, yes: str = "yes", no: str = "no", unknown: str = NO
     return yes if value else no
 
 
+def filter_setting(value: Any) -> str:
+    """A setting's value as a reader says it: true/false as `on`/`off`, empty or missing as `(empty)`."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if _is_missing(value) or value == "":
+        return "(empty)"
+    return str(_finalize(value))
+
+
+def filter_url(value: Any) -> str:
+    """A link target from data, only if it is http(s) or mailto: anything else (`javascript:`, missing) gives `#`."""
+    if _is_missing(value):
+        return "#"
+    text = str(value).strip()
+    return text if re.match(r"(?i)^(https?://|mailto:)[^\s]+$", text) else "#"
+
+
 def filter_show(value: Any) -> str:
     """A value as the text a reader sees: missing as `(not given)`, lists as `a, b, c` (for `|indent` and co.)."""
     return NOT_GIVEN if isinstance(value, jinja2.Undefined) else str(_finalize(value))
@@ -264,6 +281,8 @@ def filter_show(value: Any) -> str:
 
 FILTERS: dict[str, Any] = {
     "show": filter_show,
+    "setting": filter_setting,
+    "url": filter_url,
     "datetime": filter_datetime,
     "date": filter_date,
     "filesize": filter_filesize,
@@ -326,8 +345,31 @@ def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
 
 
 _BLOCK_TAGS = frozenset(
-    {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "table", "tr", "ul", "ol", "li", "pre", "blockquote",
-     "section", "header", "footer", "hr", "dl", "dt", "dd", "body"}
+    {
+        "p",
+        "div",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "table",
+        "tr",
+        "ul",
+        "ol",
+        "li",
+        "pre",
+        "blockquote",
+        "section",
+        "header",
+        "footer",
+        "hr",
+        "dl",
+        "dt",
+        "dd",
+        "body",
+    }
 )
 _SKIP_TAGS = frozenset({"head", "style", "script", "title"})
 
@@ -588,9 +630,7 @@ class Renderer:
 
     # -- rendering -----------------------------------------------------------------------------------------
 
-    def context(
-        self, event: Event, *, importance: Importance, recipient: Recipient | None
-    ) -> dict[str, Any]:
+    def context(self, event: Event, *, importance: Importance, recipient: Recipient | None) -> dict[str, Any]:
         """The template variables of SPEC §5 for one rendering."""
         alert = self.catalog.get(event.type)
         hostname = event.host or self.hostname
@@ -629,7 +669,7 @@ class Renderer:
         try:
             subject, text, html = self._render_set(templates, context, want_html=want_html)
         except _RenderFailed as failed:
-            filename, lineno = _error_location(failed.error)
+            _, lineno = _error_location(failed.error)
             log.error(
                 "template_failed",
                 template=failed.template,
@@ -718,9 +758,14 @@ class Renderer:
         examples = dict(getattr(alert, "fields", {}) or {}) if event_type in self.catalog else {}
         now = datetime.now(UTC)
         event = Event(
-            id="check", type=event_type, occurred_at=now, host=self.hostname,
+            id="check",
+            type=event_type,
+            occurred_at=now,
+            host=self.hostname,
             account=str(examples.get("account") or examples.get("user") or "example"),
-            client_id=None, data=examples, received_at=now,
+            client_id=None,
+            data=examples,
+            received_at=now,
         )
         context = self.context(event, importance=Importance.LOW, recipient=None)
         try:
@@ -745,12 +790,13 @@ class Renderer:
         """One line per catalog type that lacks a subject or a body (HTML or text) template."""
         issues = []
         for alert in self.catalog:
-            key = alert.key
+            key = getattr(alert, "key", alert)
             have = {part for part in PARTS if self._exists(template_name(key, part))}
             if "subject" not in have or not have & {"html", "text"}:
                 wanted = [p for p in ("subject", "text", "html") if p not in have]
                 names = ", ".join(template_name(key, p) for p in wanted)
-                issues.append(f"{self.shipped_dir / template_name(key, 'subject')}:1: catalog type {key} has no {names}")
+                where = self.shipped_dir / template_name(key, "subject")
+                issues.append(f"{where}:1: catalog type {key} has no {names}")
         return issues
 
     def _exists(self, name: str) -> bool:
@@ -783,7 +829,5 @@ def check_templates(config: Any) -> list[str]:
     from .catalog import load_catalog
 
     templates = getattr(config, "templates", None)
-    renderer = Renderer(
-        load_catalog(), templates_dir=getattr(templates, "dir", None), hostname=config.hostname
-    )
+    renderer = Renderer(load_catalog(), templates_dir=getattr(templates, "dir", None), hostname=config.hostname)
     return renderer.check() + renderer.missing_templates()

@@ -9,16 +9,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import structlog
 from aiohttp import web
 
+from . import outbox
+from .catalog import Catalog, load_catalog
 from .config import Config, load_config
 from .errors import ConfigError, DispatcherError
 from .events import Event
 from .intake.mqtt import MqttIntake, Rejection
 from .metrics import Metrics
+from .pipeline import Pipeline
+from .render import check_templates
+from .probe import system_contact
+from .routing.recipients import Recipient, RecipientSource, SystemContacts
 from .store import Store
 
 log = structlog.get_logger(__name__)
@@ -27,30 +32,40 @@ log = structlog.get_logger(__name__)
 class Dispatcher:
     """One running daemon. `await run()` serves until `stop()`; then intake stops first and work in hand is kept."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, catalog: Catalog | None = None) -> None:
         self.config = config
+        self.catalog = catalog or load_catalog()
         self.metrics = Metrics()
-        self.store = Store(config.store.path, schemas=self._schemas())
+        self.store = Store(config.store.path, schemas=[outbox.SCHEMA])
         self.intake = MqttIntake(
             config.bus, default_host=config.hostname, accept=self._accept_from_bus, reject=self._reject_from_bus
+        )
+        self.pipeline = Pipeline(
+            store=self.store, catalog=self.catalog, metrics=self.metrics, config=config,
+            sources=self.recipient_sources(),
         )
         self._stop_requested = asyncio.Event()
         self._http_runner: web.AppRunner | None = None
         self.http_port: int | None = None
-        self._on_recorded: list[Callable[[Sequence[Event]], None]] = []
+        self._on_recorded: list[Callable[[Sequence[Event]], None]] = [self.pipeline.events_recorded]
 
     # -- wiring points for the other parts -------------------------------------------------------------------
 
-    def _schemas(self) -> list[str]:
-        return []
+    def recipient_sources(self) -> list[RecipientSource]:
+        """Who can receive events: the config's system contacts, then the store's account and client contacts."""
+        return [SystemContacts()]
 
     def http_route_setups(self) -> list[Callable[[web.Application], None]]:
-        """Route modules mounted beside the events API (contacts, deliveries, dialects)."""
+        """Route modules mounted beside the events API (contacts, dialects)."""
         return []
 
     def on_recorded(self, callback: Callable[[Sequence[Event]], None]) -> None:
         """Call `callback(new_events)` after each durable commit of new events (the pipeline's wake-up)."""
         self._on_recorded.append(callback)
+
+    async def test_recipient(self, spec: str) -> Recipient:
+        """`root` → that system contact; `account:bob` → that account's contact info (the Test link's target)."""
+        return system_contact(self.config, spec)
 
     # -- intake ------------------------------------------------------------------------------------------------
 
@@ -96,6 +111,8 @@ class Dispatcher:
     async def refresh_gauges(self) -> None:
         """Bring gauges read on scrape up to date."""
         self.metrics.bus_connected.set(1 if self.bus_connected else 0)
+        if self.store.is_open:
+            self.metrics.pending.set(await self.store.run(outbox.count_pending))
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -131,20 +148,16 @@ class Dispatcher:
             await self.start()
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.intake.run(), name="mqtt-intake")
-                for name, coroutine in self._workers():
-                    tasks.create_task(coroutine, name=name)
-                tasks.create_task(self._stop_when_asked(), name="stop-watch")
+                intake = tasks.create_task(self.intake.run(), name="mqtt-intake")
+                tasks.create_task(self.pipeline.run(), name="pipeline")
+                await self._stop_requested.wait()
+                log.info("stopping", step="intake")
+                self.intake.stop()
+                await intake
+                log.info("stopping", step="pipeline")
+                self.pipeline.stop()
         finally:
             await self._shutdown()
-
-    def _workers(self) -> list[tuple[str, Any]]:
-        return []
-
-    async def _stop_when_asked(self) -> None:
-        await self._stop_requested.wait()
-        log.info("stopping", step="intake")
-        self.intake.stop()
 
     def stop(self) -> None:
         """Ask the daemon to stop (SIGTERM): intake first, then in-flight work is finished or kept."""
@@ -161,6 +174,9 @@ class Dispatcher:
         """Load and validate a new config; swap it in if valid, keep the old one if not. True on success."""
         try:
             new_config = load_config(path)
+            template_issues = check_templates(new_config)
+            if template_issues:
+                raise ConfigError(template_issues)
         except ConfigError as err:
             self.metrics.reload_success.set(0)
             log.error("config_reload_refused", path=str(path), errors=err.issues)
@@ -168,6 +184,7 @@ class Dispatcher:
         if new_config.store != self.config.store or new_config.bus != self.config.bus or new_config.http != self.config.http:
             log.warning("config_reload_partial", reason="bus, http and store settings take effect at restart")
         self.config = new_config
+        self.pipeline.apply_config(new_config, self.recipient_sources())
         self.metrics.reload_success.set(1)
         self.metrics.reload_time.set_to_current_time()
         log.info("config_reloaded", path=str(path))

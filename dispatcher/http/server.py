@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import structlog
 from aiohttp import web
 
-from . import events_api, health
+from . import deliveries_api, events_api, health
 
 if TYPE_CHECKING:
     from ..app import Dispatcher
@@ -53,6 +53,7 @@ def build_app(dispatcher: Dispatcher) -> web.Application:
     app[DISPATCHER] = dispatcher
     health.setup(app)
     events_api.setup(app)
+    deliveries_api.setup(app)
     for setup in dispatcher.http_route_setups():
         setup(app)
     return app

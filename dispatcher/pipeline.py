@@ -1,0 +1,420 @@
+"""The delivery pipeline: recorded events → planned deliveries (outbox) → channel attempts → records.
+
+    recorded event ──plan──► deliveries rows (pending | suppressed), event marked planned   one transaction
+    pending ──ready queue per channel──► attempt (render, Channel.send under a timeout)
+        sent       → row sent
+        retryable  → row keeps pending with next_attempt_at (backoff with jitter, Retry-After honoured)
+        permanent, or out of attempts/time → row failed, and an iContact/SendIMFailed event in the same transaction
+
+Nothing lives only in memory: the queues and the retry heap are rebuilt from the store at start, so a crash
+at any point resumes the work (a send whose success was not yet recorded may be repeated once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from .catalog import Catalog
+from .channels import Channel, DeliveryError, Message, available_channels
+from .events import Event
+from .levels import Importance
+from .outbox import (
+    NewDelivery,
+    PendingDelivery,
+    load_events,
+    load_pending,
+    mark_failed,
+    mark_retry,
+    mark_sent,
+    record_plans,
+)
+from .render import Renderer
+from .routing.planner import Plan, plan_event
+from .routing.recipients import Recipient, RecipientSource
+
+if TYPE_CHECKING:
+    from .config import Config, DeliveryConfig
+    from .metrics import Metrics
+    from .store import Store
+
+log = structlog.get_logger(__name__)
+
+SEND_IM_FAILED = "iContact/SendIMFailed"
+# How long SIGTERM waits for sends in flight before leaving them pending for the next start.
+DRAIN_GRACE_S = 10.0
+# Events planned per store transaction.
+PLAN_BATCH = 256
+
+
+def backoff_delay_s(attempts: int, policy: DeliveryConfig, retry_after_s: float | None, rng: random.Random) -> float:
+    """The wait before the next attempt, after `attempts` attempts.
+
+    The far end's wait (Retry-After, X-Ratelimit-Reset) wins, even beyond `backoff_max_s`; otherwise a random
+    wait between `backoff_initial_s` and the exponential ceiling `backoff_initial_s * 2^(attempts-1)`, capped at
+    `backoff_max_s` (jitter keeps retries from many deliveries from arriving together).
+    """
+    if retry_after_s is not None:
+        return max(0.0, retry_after_s)
+    ceiling = min(policy.backoff_max_s, policy.backoff_initial_s * 2 ** max(0, attempts - 1))
+    return rng.uniform(policy.backoff_initial_s, max(ceiling, policy.backoff_initial_s))
+
+
+def build_channels(config: Config) -> dict[str, Channel]:
+    """One instance of every available channel, built from its config section."""
+    sections: Mapping[str, Any] = {
+        "email": config.channels.email,
+        "pushbullet": config.channels.pushbullet,
+        "posturl": config.channels.posturl,
+        **config.channels.plugins,
+    }
+    channels = {}
+    for name, channel_class in available_channels().items():
+        channels[name] = channel_class(sections.get(name, {}), hostname=config.hostname)
+    return channels
+
+
+def channel_concurrency(channel: Channel) -> int:
+    config = channel.config
+    value = config.get("concurrency") if isinstance(config, Mapping) else getattr(config, "concurrency", None)
+    return int(value or 8)
+
+
+def channel_timeout_s(channel: Channel) -> float:
+    config = channel.config
+    value = config.get("timeout_s") if isinstance(config, Mapping) else getattr(config, "timeout_s", None)
+    return float(value or 30)
+
+
+@dataclass(order=True)
+class _Due:
+    due: float
+    delivery_id: int
+    delivery: PendingDelivery = field(compare=False)
+
+
+class Pipeline:
+    """Plans recorded events and delivers them; `run()` until `stop()`, then drains and leaves the rest pending."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        catalog: Catalog,
+        metrics: Metrics,
+        config: Config,
+        sources: Sequence[RecipientSource],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.metrics = metrics
+        self.config = config
+        self.sources = list(sources)
+        self.clock = clock
+        self.rng = random.Random()
+        self.renderer = Renderer(catalog, templates_dir=config.templates.dir, hostname=config.hostname)
+        self.channels = build_channels(config)
+        self._to_plan: asyncio.Queue[Event] = asyncio.Queue()
+        self._ready: dict[str, asyncio.Queue[PendingDelivery]] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._retry_heap: list[_Due] = []
+        self._retry_wakeup = asyncio.Event()
+        self._events: dict[str, Event] = {}  # events with deliveries in hand
+        self._open_deliveries: dict[str, int] = {}  # event id -> deliveries of it in hand
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._retired_channels: list[Channel] = []
+
+    # -- intake side -------------------------------------------------------------------------------------------
+
+    def events_recorded(self, events: Sequence[Event]) -> None:
+        """Called after new events are committed: plan them."""
+        for event in events:
+            self._to_plan.put_nowait(event)
+
+    def apply_config(self, config: Config, sources: Sequence[RecipientSource]) -> None:
+        """A reloaded config: new renderer, channels and sources for what is planned and attempted from now on."""
+        self.config = config
+        self.sources = list(sources)
+        self.renderer = Renderer(self.catalog, templates_dir=config.templates.dir, hostname=config.hostname)
+        self._retired_channels.extend(self.channels.values())  # closed at stop: sends in flight may still use them
+        self.channels = build_channels(config)
+
+    # -- the run -----------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Resume what the store holds, then plan and deliver until `stop()`."""
+        await self._resume()
+        async with asyncio.TaskGroup() as tasks:
+            loops = [
+                tasks.create_task(self._plan_loop(), name="planner"),
+                tasks.create_task(self._retry_loop(), name="retry-scheduler"),
+            ]
+            for name in self.channels:
+                loops.append(tasks.create_task(self._channel_loop(name), name=f"channel-{name}"))
+            await self._stopping.wait()
+            for task in loops:
+                task.cancel()
+        await self._drain()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _resume(self) -> None:
+        unplanned = await self.store.unplanned_events(limit=1_000_000)
+        for _, event in unplanned:
+            self._to_plan.put_nowait(event)
+        pending = await self.store.run(load_pending)
+        if pending:
+            events = await self.store.run(lambda conn: load_events(conn, [p.event_id for p in pending]))
+            self._events.update(events)
+            for delivery in pending:
+                self._hold(delivery)
+                self._schedule(delivery)
+        if unplanned or pending:
+            log.info("pipeline_resumed", unplanned_events=len(unplanned), pending_deliveries=len(pending))
+
+    async def _drain(self) -> None:
+        if self._in_flight:
+            log.info("stopping", step="drain", in_flight=len(self._in_flight))
+            _, late = await asyncio.wait(self._in_flight, timeout=DRAIN_GRACE_S)
+            for task in late:
+                task.cancel()  # left pending in the store; attempted again at the next start
+            if late:
+                await asyncio.wait(late)
+        for channel in [*self.channels.values(), *self._retired_channels]:
+            try:
+                await channel.close()
+            except Exception as err:  # noqa: BLE001 - closing must not stop the others
+                log.warning("channel_close_failed", channel=channel.name, error=str(err))
+
+    # -- planning ----------------------------------------------------------------------------------------------
+
+    async def _plan_loop(self) -> None:
+        while True:
+            batch = [await self._to_plan.get()]
+            while len(batch) < PLAN_BATCH and not self._to_plan.empty():
+                batch.append(self._to_plan.get_nowait())
+            await self._plan_batch(batch)
+
+    async def plan(self, event: Event) -> Plan:
+        """The plan for one event under the current config (also what `dispatcher routes` shows)."""
+        return await plan_event(
+            event, config=self.config, catalog=self.catalog, sources=self.sources, channels=self.channels.keys()
+        )
+
+    async def _plan_batch(self, events: list[Event]) -> None:
+        rows: list[NewDelivery] = []
+        for event in events:
+            plan = await self.plan(event)
+            importance = plan.importance.label
+            for delivery in plan.deliveries:
+                rows.append(
+                    NewDelivery(
+                        event=event, importance=importance, recipient=delivery.recipient.name,
+                        recipient_kind=delivery.recipient.kind, channel=delivery.channel, target=delivery.target,
+                        target_label=self.channels[delivery.channel].describe_target(delivery.target),
+                        status="pending",
+                    )
+                )
+            for skipped in plan.suppressed:
+                channel = self.channels.get(skipped.channel) if skipped.channel else None
+                label = channel.describe_target(skipped.target) if channel and skipped.target else None
+                rows.append(
+                    NewDelivery(
+                        event=event, importance=importance, recipient=skipped.recipient_name, recipient_kind="",
+                        channel=skipped.channel, target=None, target_label=label, status="suppressed",
+                        reason=skipped.reason,
+                    )
+                )
+                self.metrics.deliveries.labels(skipped.channel or "none", "suppressed").inc()
+            log.info(
+                "event_planned", event_id=event.id, event_type=event.type, importance=importance,
+                deliveries=len(plan.deliveries), suppressed=len(plan.suppressed),
+            )
+            self._events[event.id] = event
+        now = self.clock()
+        ids = [event.id for event in events]
+        pending = await self.store.run(lambda conn: record_plans(conn, ids, rows, now))
+        for delivery in pending:
+            self._hold(delivery)
+            self._schedule(delivery)
+        for event in events:
+            if event.id not in self._open_deliveries:
+                self._events.pop(event.id, None)
+
+    # -- scheduling --------------------------------------------------------------------------------------------
+
+    def _hold(self, delivery: PendingDelivery) -> None:
+        self._open_deliveries[delivery.event_id] = self._open_deliveries.get(delivery.event_id, 0) + 1
+
+    def _release(self, delivery: PendingDelivery) -> None:
+        left = self._open_deliveries.get(delivery.event_id, 1) - 1
+        if left <= 0:
+            self._open_deliveries.pop(delivery.event_id, None)
+            self._events.pop(delivery.event_id, None)
+        else:
+            self._open_deliveries[delivery.event_id] = left
+
+    def _schedule(self, delivery: PendingDelivery) -> None:
+        if delivery.next_attempt_at <= self.clock():
+            self._ready_queue(delivery.channel).put_nowait(delivery)
+        else:
+            heapq.heappush(self._retry_heap, _Due(delivery.next_attempt_at, delivery.id, delivery))
+            self._retry_wakeup.set()
+
+    def _ready_queue(self, channel: str) -> asyncio.Queue[PendingDelivery]:
+        if channel not in self._ready:
+            self._ready[channel] = asyncio.Queue()
+        return self._ready[channel]
+
+    async def _retry_loop(self) -> None:
+        while True:
+            now = self.clock()
+            while self._retry_heap and self._retry_heap[0].due <= now:
+                due = heapq.heappop(self._retry_heap)
+                self._ready_queue(due.delivery.channel).put_nowait(due.delivery)
+            self._retry_wakeup.clear()
+            wait_s = self._retry_heap[0].due - now if self._retry_heap else None
+            try:
+                await asyncio.wait_for(self._retry_wakeup.wait(), wait_s)
+            except TimeoutError:
+                pass
+
+    async def _channel_loop(self, name: str) -> None:
+        queue = self._ready_queue(name)
+        slots = self._slots.setdefault(name, asyncio.Semaphore(channel_concurrency(self.channels[name])))
+        while True:
+            delivery = await queue.get()
+            await slots.acquire()
+            task = asyncio.create_task(self._attempt(delivery), name=f"deliver-{delivery.id}")
+            self._in_flight.add(task)
+
+            def finished(done: asyncio.Task[None], slots: asyncio.Semaphore = slots) -> None:
+                self._in_flight.discard(done)
+                slots.release()
+
+            task.add_done_callback(finished)
+
+    # -- one attempt -------------------------------------------------------------------------------------------
+
+    async def _attempt(self, delivery: PendingDelivery) -> None:
+        event = self._events.get(delivery.event_id)
+        if event is None:
+            found = await self.store.run(lambda conn: load_events(conn, [delivery.event_id]))
+            event = found[delivery.event_id]
+        with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
+            attempts = delivery.attempts + 1
+            channel = self.channels.get(delivery.channel)
+            if channel is None:
+                await self._failed(delivery, event, attempts, f"channel {delivery.channel} is not available")
+                return
+            try:
+                message = self.render(event, delivery)
+                # A channel bounds its own requests; this outer bound catches a channel that does not.
+                async with asyncio.timeout(channel_timeout_s(channel) * 2 + 5):
+                    await channel.send(message, delivery.target)
+            except DeliveryError as err:
+                await self._unsent(delivery, event, attempts, err.message, err.retryable, err.retry_after_s)
+            except TimeoutError:
+                await self._unsent(delivery, event, attempts, "timed out", True, None)
+            except Exception as err:  # noqa: BLE001 - a broken plugin must not stop the pipeline
+                log.exception("delivery_crashed", channel=delivery.channel, delivery_id=delivery.id)
+                await self._unsent(delivery, event, attempts, f"unexpected error: {type(err).__name__}", True, None)
+            else:
+                await self._sent(delivery, event, attempts)
+
+    def render(self, event: Event, delivery: PendingDelivery) -> Message:
+        recipient = Recipient(kind=delivery.recipient_kind, name=delivery.recipient, targets={}, thresholds=None)
+        return self.renderer.render(
+            event, importance=Importance.parse(delivery.importance), recipient=recipient, channel=delivery.channel
+        )
+
+    async def _sent(self, delivery: PendingDelivery, event: Event, attempts: int) -> None:
+        now = self.clock()
+        # Shielded: once the far end has the message, its record must be written even if we are being stopped.
+        await asyncio.shield(self.store.run(lambda conn: mark_sent(conn, delivery.id, attempts, now)))
+        self._release(delivery)
+        self.metrics.deliveries.labels(delivery.channel, "sent").inc()
+        self.metrics.delivery_latency.labels(delivery.channel).observe(max(0.0, now - event.received_at.timestamp()))
+        log.info(
+            "delivery_sent", channel=delivery.channel, recipient=delivery.recipient, target=delivery.target_label,
+            attempt=attempts, delivery_id=delivery.id,
+        )
+
+    async def _unsent(
+        self, delivery: PendingDelivery, event: Event, attempts: int, error: str, retryable: bool,
+        retry_after_s: float | None,
+    ) -> None:
+        now = self.clock()
+        policy = self.config.delivery
+        if not retryable:
+            await self._failed(delivery, event, attempts, error)
+            return
+        delay_s = backoff_delay_s(attempts, policy, retry_after_s, self.rng)
+        if attempts >= policy.max_attempts:
+            await self._failed(delivery, event, attempts, f"gave up after {attempts} attempts: {error}")
+            return
+        if now + delay_s - delivery.created_at > policy.give_up_after_s:
+            await self._failed(delivery, event, attempts, f"gave up after {policy.give_up_after_s:g}s: {error}")
+            return
+        due = now + delay_s
+        await asyncio.shield(self.store.run(lambda conn: mark_retry(conn, delivery.id, attempts, error, due, now)))
+        self.metrics.deliveries.labels(delivery.channel, "retried").inc()
+        log.warning(
+            "delivery_retry", channel=delivery.channel, recipient=delivery.recipient, target=delivery.target_label,
+            attempt=attempts, error=error, retry_in_s=round(delay_s, 3), delivery_id=delivery.id,
+        )
+        retry = PendingDelivery(
+            id=delivery.id, event_id=delivery.event_id, importance=delivery.importance, recipient=delivery.recipient,
+            recipient_kind=delivery.recipient_kind, channel=delivery.channel, target=delivery.target,
+            target_label=delivery.target_label, attempts=attempts, created_at=delivery.created_at, next_attempt_at=due,
+        )
+        if not self._stopping.is_set():
+            self._schedule(retry)
+
+    async def _failed(self, delivery: PendingDelivery, event: Event, attempts: int, error: str) -> None:
+        now = self.clock()
+        follow_up = None if event.type == SEND_IM_FAILED else self._send_im_failed(delivery, event, attempts, error)
+        await asyncio.shield(
+            self.store.run(lambda conn: mark_failed(conn, delivery.id, attempts, error, now, follow_up))
+        )
+        self._release(delivery)
+        self.metrics.deliveries.labels(delivery.channel, "failed").inc()
+        log.error(
+            "delivery_failed", channel=delivery.channel, recipient=delivery.recipient, target=delivery.target_label,
+            attempt=attempts, error=error, delivery_id=delivery.id,
+        )
+        if follow_up is not None:
+            self.events_recorded([follow_up])
+
+    def _send_im_failed(self, delivery: PendingDelivery, event: Event, attempts: int, error: str) -> Event:
+        """The Instant Message Failure notice about a delivery that finally failed (never about itself)."""
+        moment = datetime.fromtimestamp(self.clock(), tz=UTC)
+        return Event(
+            id=f"{event.id}/failed-delivery/{delivery.id}",
+            type=SEND_IM_FAILED,
+            occurred_at=moment,
+            host=event.host,
+            account=None,  # about the server's ability to notify: for system contacts only
+            client_id=None,
+            data={
+                "channel": delivery.channel,
+                "recipient": delivery.recipient,
+                "target": delivery.target_label,
+                "failed_event_id": event.id,
+                "failed_event_type": event.type,
+                "attempts": attempts,
+                "error": error,
+            },
+            received_at=moment,
+        )

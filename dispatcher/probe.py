@@ -1,0 +1,71 @@
+"""The Contact Manager's "Test" link: send one test notice to a recipient on one channel, now, and say how it went.
+
+No outbox, no retries: the admin wants to know at once whether the address works.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from .channels import Channel, DeliveryError
+from .config import Config
+from .errors import DispatcherError
+from .events import Event
+from .levels import Importance
+from .render import Renderer
+from .routing.recipients import Recipient, system_recipient
+
+TEST_EVENT_TYPE = "Application/base"
+
+
+def system_contact(config: Config, name: str) -> Recipient:
+    """The system contact `name` of the config, or a DispatcherError listing the known names."""
+    contact = config.contacts.get(name)
+    if contact is None:
+        known = ", ".join(config.contacts) or "none"
+        raise DispatcherError(f"no system contact named {name!r} (known: {known})")
+    return system_recipient(contact)
+
+
+async def send_test_notice(
+    *, config: Config, renderer: Renderer, channels: Mapping[str, Channel], recipient: Recipient, channel_name: str
+) -> list[dict[str, Any]]:
+    """Send a test notice to every address `recipient` has on `channel_name`; one outcome per address."""
+    channel = channels.get(channel_name)
+    if channel is None:
+        raise DispatcherError(f"unknown channel {channel_name!r} (available: {', '.join(channels)})")
+    targets = recipient.targets.get(channel_name, ())
+    if not targets:
+        raise DispatcherError(f"{recipient.name} has no {channel_name} address")
+    now = datetime.now(UTC)
+    event = Event(
+        id=f"test-{uuid.uuid4()}",
+        type=TEST_EVENT_TYPE,
+        occurred_at=now,
+        host=config.hostname,
+        account=None,
+        client_id=None,
+        data={
+            "subject": f"Test notification for {recipient.name} via {channel_name}",
+            "message": (
+                f"This is a test notification from dispatcher on {config.hostname}. It was sent to check that "
+                f"{recipient.name} receives notices by {channel_name}. No action is needed."
+            ),
+        },
+        received_at=now,
+    )
+    message = renderer.render(event, importance=Importance.LOW, recipient=recipient, channel=channel_name)
+    outcomes = []
+    for target in targets:
+        outcome: dict[str, Any] = {"channel": channel_name, "target": channel.describe_target(target)}
+        try:
+            await channel.send(message, target)
+        except DeliveryError as err:
+            outcome.update(status="failed", error=err.message)
+        else:
+            outcome.update(status="sent")
+        outcomes.append(outcome)
+    return outcomes

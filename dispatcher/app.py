@@ -22,7 +22,7 @@ from .intake.mqtt import MqttIntake, Rejection
 from .metrics import Metrics
 from .pipeline import Pipeline
 from .render import check_templates
-from .probe import system_contact
+from .probe import resolve_test_recipient
 from .routing.recipients import Recipient, RecipientSource, SystemContacts
 from .store import Store
 
@@ -65,7 +65,11 @@ class Dispatcher:
 
     async def test_recipient(self, spec: str) -> Recipient:
         """`root` → that system contact; `account:bob` → that account's contact info (the Test link's target)."""
-        return system_contact(self.config, spec)
+        return await resolve_test_recipient(self.config, spec)
+
+    async def delivery_counts(self) -> dict[str, int]:
+        """Deliveries by state: pending, sent, failed, suppressed (systemd STATUS=, /metrics)."""
+        return await self.store.run(outbox.count_by_status)
 
     # -- intake ------------------------------------------------------------------------------------------------
 

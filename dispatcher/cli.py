@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from .commands import COMMANDS
 from .errors import DispatcherError, UsageError
+from .logs import configure_logging
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `dispatcher` script and `python -m dispatcher`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    configure_logging(debug=debug, quiet=True)  # `run` switches to the daemon's logging
     try:
         args = build_parser().parse_args(argv)
         return int(args.handler(args) or 0)

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 
-def configure_logging(*, debug: bool = False, json_lines: bool | None = None) -> None:
-    """Route structlog and the standard library's logging (aiohttp, paho) through one renderer on stdout."""
+def configure_logging(
+    *, debug: bool = False, json_lines: bool | None = None, stream: TextIO | None = None, quiet: bool = False
+) -> None:
+    """Route structlog and the standard library's logging (aiohttp, paho) through one renderer.
+
+    The daemon logs to stdout at INFO; the other commands (`quiet`) log only warnings, on stderr, so their
+    stdout holds only their answer.
+    """
+    stream = stream or (sys.stderr if quiet else sys.stdout)
     if json_lines is None:
-        json_lines = not sys.stdout.isatty()
-    level = logging.DEBUG if debug else logging.INFO
+        json_lines = not stream.isatty()
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     shared = [
         structlog.contextvars.merge_contextvars,  # event_id / event_type bound per event
         structlog.processors.add_log_level,
@@ -24,10 +32,10 @@ def configure_logging(*, debug: bool = False, json_lines: bool | None = None) ->
         if json_lines
         else [*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

@@ -21,6 +21,15 @@ from .routing.recipients import Recipient, system_recipient
 TEST_EVENT_TYPE = "Application/base"
 
 
+async def resolve_test_recipient(config: Config, spec: str) -> Recipient:
+    """`root` → that system contact of the config; `account:bob` → that account's contact info in the store."""
+    if spec.startswith("account:"):
+        from .contacts import account_recipient_for_test
+
+        return await account_recipient_for_test(config, spec.removeprefix("account:"))
+    return system_contact(config, spec)
+
+
 def system_contact(config: Config, name: str) -> Recipient:
     """The system contact `name` of the config, or a DispatcherError listing the known names."""
     contact = config.contacts.get(name)

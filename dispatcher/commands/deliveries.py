@@ -1,0 +1,53 @@
+"""`dispatcher deliveries -c FILE [--event ID] [--status S] [--limit N] [--json]`: list recorded deliveries.
+
+Reads the store file directly (read-only), so it works whether or not the daemon is running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+from datetime import UTC, datetime
+
+from ..errors import DispatcherError
+from ..outbox import STATUSES, list_deliveries
+from .common import add_config_option, config_from
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("deliveries", help="list recorded deliveries")
+    add_config_option(parser)
+    parser.add_argument("--event", dest="event_id", metavar="ID", help="only the deliveries of this event")
+    parser.add_argument("--status", choices=STATUSES, help="only deliveries in this state")
+    parser.add_argument("--limit", type=int, default=50, help="at most this many, newest first (default 50)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    path = config.store.path
+    if not path.exists():
+        raise DispatcherError(f"no store at {path}: the daemon has not run with this config yet")
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+            rows = list_deliveries(conn, event_id=args.event_id, status=args.status, limit=max(1, args.limit))
+    except sqlite3.Error as err:
+        raise DispatcherError(f"cannot read the store at {path}: {err}") from err
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    columns = ("id", "event_id", "event_type", "recipient", "channel", "target", "status", "attempts", "updated", "reason")
+    table = [
+        (
+            str(row["id"]), row["event_id"], row["event_type"], row["recipient"], row["channel"] or "-",
+            row["target"] or "-", row["status"], str(row["attempts"]),
+            datetime.fromtimestamp(row["updated_at"], UTC).strftime("%Y-%m-%d %H:%M:%S"), row["reason"] or "",
+        )
+        for row in rows
+    ]
+    widths = [max(len(column), *(len(line[i]) for line in table)) if table else len(column) for i, column in enumerate(columns)]
+    for line in (columns, *table):
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    return 0

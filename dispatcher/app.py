@@ -13,7 +13,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from . import outbox
+from . import contacts, outbox
 from .catalog import Catalog, load_catalog
 from .config import Config, load_config
 from .errors import ConfigError, DispatcherError
@@ -36,7 +36,7 @@ class Dispatcher:
         self.config = config
         self.catalog = catalog or load_catalog()
         self.metrics = Metrics()
-        self.store = Store(config.store.path, schemas=[outbox.SCHEMA])
+        self.store = Store(config.store.path, schemas=[outbox.SCHEMA, contacts.SCHEMA])
         self.intake = MqttIntake(
             config.bus, default_host=config.hostname, accept=self._accept_from_bus, reject=self._reject_from_bus
         )
@@ -52,12 +52,15 @@ class Dispatcher:
     # -- wiring points for the other parts -------------------------------------------------------------------
 
     def recipient_sources(self) -> list[RecipientSource]:
-        """Who can receive events: the config's system contacts, then the store's account and client contacts."""
-        return [SystemContacts()]
+        """Who can receive events: the config's system contacts, then the store's account and client contacts.
+
+        The order matters: when two recipients share an address, the first one's delivery is kept.
+        """
+        return [SystemContacts(), *contacts.recipient_sources(self.store)]
 
     def http_route_setups(self) -> list[Callable[[web.Application], None]]:
-        """Route modules mounted beside the events API (contacts, dialects)."""
-        return []
+        """Route modules mounted beside the events API: contacts and their cPanel and WHMCS dialects."""
+        return [contacts.setup_routes]
 
     def on_recorded(self, callback: Callable[[Sequence[Event]], None]) -> None:
         """Call `callback(new_events)` after each durable commit of new events (the pipeline's wake-up)."""
@@ -65,7 +68,7 @@ class Dispatcher:
 
     async def test_recipient(self, spec: str) -> Recipient:
         """`root` → that system contact; `account:bob` → that account's contact info (the Test link's target)."""
-        return await resolve_test_recipient(self.config, spec)
+        return await resolve_test_recipient(self.config, spec, self.store)
 
     async def delivery_counts(self) -> dict[str, int]:
         """Deliveries by state: pending, sent, failed, suppressed (systemd STATUS=, /metrics)."""

@@ -9,6 +9,27 @@ from typing import TextIO
 import structlog
 
 
+class _StandardStream:
+    """`sys.stdout` or `sys.stderr` looked up at each write, so that a stream swapped later (pytest's capture,
+    a daemonising wrapper) is followed instead of writing to a closed file."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def stream(self) -> TextIO:
+        return getattr(sys, self.name)  # type: ignore[no-any-return]
+
+    def write(self, text: str) -> int:
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+
 def configure_logging(
     *, debug: bool = False, json_lines: bool | None = None, stream: TextIO | None = None, quiet: bool = False
 ) -> None:
@@ -17,7 +38,7 @@ def configure_logging(
     The daemon logs to stdout at INFO; the other commands (`quiet`) log only warnings, on stderr, so their
     stdout holds only their answer.
     """
-    stream = stream or (sys.stderr if quiet else sys.stdout)
+    stream = stream or _StandardStream("stderr" if quiet else "stdout")  # type: ignore[assignment]
     if json_lines is None:
         json_lines = not stream.isatty()
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO

@@ -16,17 +16,20 @@ from .errors import DispatcherError
 from .events import Event
 from .levels import Importance
 from .render import Renderer
+from .contacts.accounts import read_contact_info
+from .contacts.recipients import account_recipient
 from .routing.recipients import Recipient, system_recipient
+from .store import Store
 
 TEST_EVENT_TYPE = "Application/base"
 
 
-async def resolve_test_recipient(config: Config, spec: str) -> Recipient:
+async def resolve_test_recipient(config: Config, spec: str, store: Store) -> Recipient:
     """`root` → that system contact of the config; `account:bob` → that account's contact info in the store."""
     if spec.startswith("account:"):
-        from .contacts import account_recipient_for_test
-
-        return await account_recipient_for_test(config, spec.removeprefix("account:"))
+        account = spec.removeprefix("account:")
+        info = await store.run(lambda conn: read_contact_info(conn, account))
+        return account_recipient(info)
     return system_contact(config, spec)
 
 

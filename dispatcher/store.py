@@ -56,9 +56,11 @@ _STOP = object()
 class Store:
     """The SQLite store. Open it, `run` functions against it, close it."""
 
-    def __init__(self, path: Path | str, schemas: Sequence[str] = ()) -> None:
+    def __init__(self, path: Path | str, schemas: Sequence[str] = (), *, readonly: bool = False) -> None:
         self.path = Path(path)
         self._schemas = [EVENTS_SCHEMA, *schemas]
+        # Read-only: for commands that look at a running daemon's store (`routes`, `test`) and must not write to it.
+        self.readonly = readonly
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
@@ -126,6 +128,11 @@ class Store:
     # -- the thread ---------------------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # fail here, not at the first query
+            return conn
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so group commit is explicit.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -164,7 +171,7 @@ class Store:
     def _run_group(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         outcomes: list[tuple[_Job, bool, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
             for job in batch:
                 conn.execute("SAVEPOINT job")
                 try:

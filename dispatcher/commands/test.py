@@ -14,6 +14,7 @@ from ..pipeline import build_channels
 from ..probe import resolve_test_recipient, send_test_notice
 from ..render import Renderer
 from ..routing.recipients import Recipient
+from ..store import Store
 from .common import add_config_option, config_from
 
 
@@ -31,7 +32,13 @@ def handle(args: argparse.Namespace) -> int:
 
 
 async def _send(config, spec: str, channel_name: str) -> int:  # type: ignore[no-untyped-def]
-    recipient: Recipient = await resolve_test_recipient(config, spec)
+    store = Store(config.store.path, readonly=True)
+    if spec.startswith("account:"):  # only accounts live in the store; system contacts are in the config
+        await store.open()
+    try:
+        recipient: Recipient = await resolve_test_recipient(config, spec, store)
+    finally:
+        await store.close()
     renderer = Renderer(load_catalog(), templates_dir=config.templates.dir, hostname=config.hostname)
     channels = build_channels(config)
     try:

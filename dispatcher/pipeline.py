@@ -25,6 +25,7 @@ import structlog
 
 from .catalog import Catalog
 from .channels import Channel, DeliveryError, Message, available_channels
+from .errors import StoreError
 from .events import Event
 from .levels import Importance
 from .outbox import (
@@ -179,7 +180,11 @@ class Pipeline:
             self._events.update(events)
             for delivery in pending:
                 self._hold(delivery)
-                self._schedule(delivery)
+                if delivery.channel in self.channels:
+                    self._schedule(delivery)
+                else:  # its channel's plugin was uninstalled, or the config dropped it
+                    event = self._events[delivery.event_id]
+                    await self._failed(delivery, event, delivery.attempts, f"channel {delivery.channel} is not available")
         if unplanned or pending:
             log.info("pipeline_resumed", unplanned_events=len(unplanned), pending_deliveries=len(pending))
 
@@ -214,8 +219,15 @@ class Pipeline:
 
     async def _plan_batch(self, events: list[Event]) -> None:
         rows: list[NewDelivery] = []
+        planned: list[Event] = []
         for event in events:
-            plan = await self.plan(event)
+            try:
+                plan = await self.plan(event)
+            except Exception:  # noqa: BLE001 - one event must not stop the others
+                # It stays unplanned in the store and is planned again at the next start.
+                log.exception("event_planning_failed", event_id=event.id, event_type=event.type)
+                continue
+            planned.append(event)
             importance = plan.importance.label
             for delivery in plan.deliveries:
                 rows.append(
@@ -243,12 +255,17 @@ class Pipeline:
             )
             self._events[event.id] = event
         now = self.clock()
-        ids = [event.id for event in events]
-        pending = await self.store.run(lambda conn: record_plans(conn, ids, rows, now))
+        ids = [event.id for event in planned]
+        try:
+            pending = await self.store.run(lambda conn: record_plans(conn, ids, rows, now))
+        except StoreError:
+            # Still unplanned in the store: planned again at the next start.
+            log.exception("plan_recording_failed", events=len(ids))
+            return
         for delivery in pending:
             self._hold(delivery)
             self._schedule(delivery)
-        for event in events:
+        for event in planned:
             if event.id not in self._open_deliveries:
                 self._events.pop(event.id, None)
 
@@ -308,6 +325,12 @@ class Pipeline:
     # -- one attempt -------------------------------------------------------------------------------------------
 
     async def _attempt(self, delivery: PendingDelivery) -> None:
+        try:
+            await self._attempt_once(delivery)
+        except Exception:  # noqa: BLE001 - e.g. the store failing: the row stays pending for the next start
+            log.exception("delivery_attempt_crashed", channel=delivery.channel, delivery_id=delivery.id)
+
+    async def _attempt_once(self, delivery: PendingDelivery) -> None:
         event = self._events.get(delivery.event_id)
         if event is None:
             found = await self.store.run(lambda conn: load_events(conn, [delivery.event_id]))

@@ -1,0 +1,107 @@
+"""Reloading the configuration (SIGHUP): a valid file replaces the old without losing work; a bad one is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from .conftest import RunningDaemon, wait_until
+from .servers import SmtpSink, WebhookSink
+
+
+async def submit(daemon: RunningDaemon, http: aiohttp.ClientSession, **event: Any) -> str:
+    response = await http.post(f"{daemon.base_url}/api/v1/events", json=event, headers=daemon.auth)
+    assert response.status == 202, await response.text()
+    return str((await response.json())["id"])
+
+
+def rewrite(config: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    document = yaml.safe_load(config.read_text())
+    change(document)
+    config.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+async def metric_line(http: aiohttp.ClientSession, daemon: RunningDaemon, name: str) -> str:
+    text = await (await http.get(f"{daemon.base_url}/metrics")).text()
+    return next(line for line in text.splitlines() if line.startswith(name + " "))
+
+
+async def test_a_changed_threshold_applies_to_the_next_event(
+    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
+) -> None:
+    """root's email threshold goes from high to all: a Low event is suppressed before the reload, sent after it."""
+    async with SmtpSink() as smtp:
+        config = make_config(
+            channels={"email": {"host": "127.0.0.1", "port": smtp.port}},
+            contacts={"root": {"email": ["root@example.com"], "receives": {"email": "high"}}},
+        )
+        daemon = await start_daemon(config)
+        await submit(daemon, http, type="Application/base", id="before", data={"message": "m"})
+        rewrite(config, lambda doc: doc["contacts"]["root"]["receives"].update(email="all"))
+        assert await daemon.dispatcher.reload(config)
+        await submit(daemon, http, type="Application/base", id="after", data={"message": "m"})
+        (mail,) = await smtp.wait_for(1)
+        assert mail.message["X-Dispatcher-Event-Id"] == "after"
+        assert (await metric_line(http, daemon, "dispatcher_config_last_reload_successful")).endswith(" 1.0")
+
+
+async def test_an_invalid_file_is_refused_and_delivery_goes_on(
+    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
+) -> None:
+    """A broken config is refused with its errors logged; the old one stays and events are still delivered."""
+    async with WebhookSink() as webhook:
+        config = make_config(contacts={"root": {"posturl": [webhook.url]}})
+        daemon = await start_daemon(config)
+        good = config.read_text()
+        config.write_text(good + "\nbogus_key: 1\n")
+        assert not await daemon.dispatcher.reload(config)
+        assert (await metric_line(http, daemon, "dispatcher_config_last_reload_successful")).endswith(" 0.0")
+        await submit(daemon, http, type="Backup/Failure", id="still-delivered")
+        (request,) = await webhook.wait_for(1)
+        assert request.form["event_id"] == "still-delivered"
+        config.write_text(good)
+        assert await daemon.dispatcher.reload(config)
+
+
+async def test_pending_deliveries_across_a_reload_are_delivered_once(
+    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
+) -> None:
+    """500 deliveries in progress when the config is reloaded (a slow receiver): each arrives exactly once."""
+    async with WebhookSink(delay_s=0.005) as webhook:
+        config = make_config(
+            channels={"posturl": {"concurrency": 4}}, contacts={"root": {"posturl": [webhook.url]}}
+        )
+        daemon = await start_daemon(config)
+        ids = [await submit(daemon, http, type="Backup/Failure", id=f"r-{i}") for i in range(500)]
+        await webhook.wait_for(50, timeout_s=20)
+        rewrite(config, lambda doc: doc["channels"]["posturl"].update(timeout_s=20))
+        assert await daemon.dispatcher.reload(config)
+        await wait_until(lambda: len(webhook.requests) >= 500, timeout_s=60)
+        await asyncio.sleep(0.3)
+        arrivals = collections.Counter(request.form["event_id"] for request in webhook.requests)
+        assert arrivals == {event_id: 1 for event_id in ids}
+
+
+@pytest.mark.slow
+async def test_sighup_reloads_the_running_process(make_config: Callable[..., Path], daemon_process: Any) -> None:
+    """`systemctl reload` sends SIGHUP: the process logs the reload and keeps running; a bad file is refused."""
+    config = make_config()
+    daemon = daemon_process(config)
+    daemon.start()
+    await wait_until(lambda: b"bus_connected" in daemon.log_path.read_bytes(), timeout_s=20)
+    daemon.process.send_signal(signal.SIGHUP)
+    await wait_until(lambda: b"config_reloaded" in daemon.log_path.read_bytes(), timeout_s=10)
+    config.write_text(config.read_text() + "\nnot_a_key: true\n")
+    daemon.process.send_signal(signal.SIGHUP)
+    await wait_until(lambda: b"config_reload_refused" in daemon.log_path.read_bytes(), timeout_s=10)
+    assert b"not_a_key" in daemon.log_path.read_bytes()
+    assert daemon.process.poll() is None
+    assert daemon.terminate() == 0

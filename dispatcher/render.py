@@ -423,7 +423,7 @@ class _HtmlToText(HTMLParser):
             self.cells_in_row = 0
         elif tag in {"td", "th"}:
             if self.cells_in_row:
-                self.current.append(":  " if self.cells_in_row == 1 else "  ")
+                self.current.append(": " if self.cells_in_row == 1 else "  ")
             self.cells_in_row += 1
         elif tag == "pre":
             self._flush(paragraph=True)
@@ -793,10 +793,10 @@ class Renderer:
             key = getattr(alert, "key", alert)
             have = {part for part in PARTS if self._exists(template_name(key, part))}
             if "subject" not in have or not have & {"html", "text"}:
-                wanted = [p for p in ("subject", "text", "html") if p not in have]
-                names = ", ".join(template_name(key, p) for p in wanted)
-                where = self.shipped_dir / template_name(key, "subject")
-                issues.append(f"{where}:1: catalog type {key} has no {names}")
+                wanted = [p for p in ("subject", "html") if p not in have]
+                names = " and ".join(template_name(key, p) for p in wanted)
+                where = self.shipped_dir
+                issues.append(f"{where / key}.*.j2: catalog type {key} has no template ({names} missing)")
         return issues
 
     def _exists(self, name: str) -> bool:

@@ -5,18 +5,27 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
-from dispatcher import commands
+from dispatcher import cli, commands
 from dispatcher.catalog import load_catalog
-from dispatcher.cli import main
 from dispatcher.commands import catalog as catalog_command
 from dispatcher.commands import routes as routes_command
+from dispatcher.config import load_config
+from dispatcher.contacts import SCHEMA
+from dispatcher.contacts.accounts import save_contact_info
+from dispatcher.contacts.model import validate_account_updates
 from dispatcher.errors import UsageError
+from dispatcher.events import parse_event
+from dispatcher.routing import plan_event
+from dispatcher.store import Store
 
 TOKEN = "o.TESTTOKEN1234567890"
 TOKEN_SHOWN = "pushbullet:" + hashlib.sha256(TOKEN.encode()).hexdigest()[:8]
@@ -300,11 +309,57 @@ def test_catalog_json(config_file: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert expiring["importance_source"] == "catalog"
 
 
-def test_registered_with_the_cli(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Through `dispatcher.cli.main`: `routes` answers with status 0, a bad event with status 2."""
-    if routes_command not in commands.COMMANDS:
-        pytest.skip("`routes` is not registered in dispatcher/commands/__init__.py yet")
-    assert main(["routes", "Backup/Failure", "-c", str(config_file)]) == 0
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """Put structlog's and the standard library's logging back as they were: `cli.main` configures both."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_through_the_cli_main(
+    config_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through `dispatcher.cli.main`: `routes` and `catalog` answer with status 0, a bad event with status 2."""
+    missing = [module for module in (catalog_command, routes_command) if module not in commands.COMMANDS]
+    # Until they are registered in dispatcher/commands/__init__.py, add them as that registration will.
+    monkeypatch.setattr(cli, "COMMANDS", [*commands.COMMANDS, *missing])
+    assert cli.main(["routes", "Backup/Failure", "-c", str(config_file)]) == 0
     assert "root       email       admin@example.com" in capsys.readouterr().out
-    assert main(["routes", "NotAType", "-c", str(config_file)]) == 2
+    assert cli.main(["routes", "NotAType", "-c", str(config_file)]) == 2
     assert "not a valid event" in capsys.readouterr().err
+    assert cli.main(["catalog", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["type"] == load_catalog().keys()[0]
+
+
+async def test_recipient_sources_with_a_store(config_file: Path, tmp_path: Path) -> None:
+    """Given a store, the account's contact info is planned after the system contacts, sharing addresses once."""
+    config = load_config(config_file)
+    store = Store(tmp_path / "contacts.db", schemas=[SCHEMA])
+    await store.open()
+    try:
+        updates = validate_account_updates({"email": "ADMIN@example.com", "second_email": "bob@example.net"})
+        await store.run(lambda conn: save_contact_info(conn, "bob", updates))
+        sources = routes_command.recipient_sources(config, store)
+        assert [source.name for source in sources] == ["system", "account", "client"]
+        assert [source.name for source in routes_command.recipient_sources(config)] == ["system"]
+        event = parse_event({"type": "Quota/DiskWarning", "account": "bob"}, topic_type=None, default_host="h")
+        result = await plan_event(
+            event, config=config, catalog=load_catalog(), sources=sources, channels={"email", "pushbullet", "posturl"}
+        )
+    finally:
+        await store.close()
+    assert [(d.recipient.name, d.channel, d.target) for d in result.deliveries if d.channel == "email"] == [
+        ("root", "email", "admin@example.com"),
+        ("ops", "email", "ops@example.com"),
+        ("resellers", "email", "resellers@example.com"),
+        ("account:bob", "email", "bob@example.net"),
+    ]
+    assert ("account:bob", "email", "ADMIN@example.com", "duplicate of root") in [
+        (s.recipient_name, s.channel, s.target, s.reason) for s in result.suppressed
+    ]

@@ -270,3 +270,12 @@ async def test_route_needs_the_bearer_token(contacts_api: ContactsApi) -> None:
     status, _ = await contacts_api.call("GET", "/includes/api.php", auth=False, params={"action": "GetContacts"})
     assert status == 401
     assert await contact_rows(contacts_api) == []
+
+
+async def test_icann_rule_needs_an_address_to_receive_domain_mail(contacts_api: ContactsApi) -> None:
+    """A contact with domain emails on but no email address receives nothing, so it does not satisfy the rule."""
+    client_id = await make_client(contacts_api, email_preferences={"domain": False})
+    await contacts_api.whmcs(action="AddContact", clientid=client_id, domainemails=1, firstname="No Address")
+    only = await contacts_api.whmcs(action="AddContact", clientid=client_id, domainemails=1, email="o@example.com")
+    refused = await contacts_api.whmcs(action="UpdateContact", contactid=only["contactid"], domainemails=0)
+    assert refused == {"result": "error", "message": seed_whmcs_errors(UPDATE_SEED)[2]}

@@ -243,11 +243,12 @@ def _client_email_clash(conn: sqlite3.Connection, email: str, *, client_id: int 
 def _domain_mail_kept(
     conn: sqlite3.Connection, client_id: int, *, without_contact: int | None, client_on: bool
 ) -> None:
-    """Raise the ICANN refusal unless someone of the client still receives domain emails."""
+    """Raise the ICANN refusal unless someone of the client still receives domain emails: the client itself, or
+    another contact with domain emails on and an address to receive them at."""
     if client_on:
         return
     if conn.execute(
-        "SELECT 1 FROM client_contacts WHERE client_id = ? AND domainemails = 1 AND id IS NOT ?",
+        "SELECT 1 FROM client_contacts WHERE client_id = ? AND domainemails = 1 AND email != '' AND id IS NOT ?",
         (client_id, without_contact),
     ).fetchone():
         return

@@ -15,7 +15,6 @@ account's own contacts), makes the subject one clean line, and wraps the text pa
 from __future__ import annotations
 
 import re
-import textwrap
 import traceback
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import structlog
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup, escape
 
 import dispatcher
 
@@ -107,6 +107,9 @@ def _is_missing(value: Any) -> bool:
 
 def _finalize(value: Any) -> Any:
     """How a bare `{{ value }}` prints: None as `(not given)`, lists as `a, b, c`, mappings as `k: v, …`."""
+    kind = type(value)
+    if kind is str or kind is int or kind is Markup:  # nearly every value: skip the checks below
+        return value
     if value is None:
         return NOT_GIVEN
     if isinstance(value, list | tuple | set | frozenset):
@@ -279,7 +282,55 @@ def filter_show(value: Any) -> str:
     return NOT_GIVEN if isinstance(value, jinja2.Undefined) else str(_finalize(value))
 
 
+def filter_fact_lines(rows: Any) -> str:
+    """`[("Domain", "example.com"), ("Expires", …)]` as aligned `Label:  value` lines (the text `facts` macro).
+
+    Values print as `{{ }}` prints them (`(not given)` when missing); a value's own line breaks are indented
+    under the value column. Done in Python rather than in the macro: it runs for nearly every message.
+    """
+    pairs = [(str(label), filter_show(value)) for label, value in _rows(rows)]
+    if not pairs:
+        return ""
+    width = max(len(label) for label, _ in pairs) + 3
+    lines = []
+    for label, value in pairs:
+        pad = " " * (width - len(label) - 1)
+        lines.append(f"{label}:{pad}" + value.replace("\n", "\n" + " " * width))
+    return "\n".join(lines)
+
+
+_FACT_LABEL_STYLE = "padding:6px 12px 6px 0;border-bottom:1px solid #eaecf0;color:#475467;white-space:nowrap;width:35%;"
+_FACT_VALUE_STYLE = "padding:6px 0;border-bottom:1px solid #eaecf0;color:#101828;word-break:break-word;"
+
+
+def filter_fact_rows(rows: Any) -> Markup:
+    """The same rows as HTML table rows (the HTML `facts` macro), labels and values escaped."""
+    return Markup("\n").join(
+        Markup(
+            f'<tr>\n<td valign="top" style="{_FACT_LABEL_STYLE}">{escape(label)}</td>\n'
+            f'<td valign="top" style="{_FACT_VALUE_STYLE}">{_escaped(value)}</td>\n</tr>'
+        )
+        for label, value in _rows(rows)
+    )
+
+
+def _escaped(value: Any) -> Markup:
+    return value if isinstance(value, Markup) else escape(filter_show(value))
+
+
+def _rows(rows: Any) -> list[tuple[Any, Any]]:
+    if _is_missing(rows) or not isinstance(rows, Iterable):
+        return []
+    pairs = []
+    for row in rows:
+        if isinstance(row, list | tuple) and len(row) == 2:
+            pairs.append((row[0], row[1]))
+    return pairs
+
+
 FILTERS: dict[str, Any] = {
+    "fact_lines": filter_fact_lines,
+    "fact_rows": filter_fact_rows,
     "show": filter_show,
     "setting": filter_setting,
     "url": filter_url,
@@ -328,20 +379,40 @@ def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
         hang = " " * len(match.group(1)) if match else indent
         if len(hang) > width // 2:
             hang = indent
-        out.extend(
-            textwrap.wrap(
-                line.strip() if not match else line[len(match.group(1)) :],
-                width=width,
-                initial_indent=match.group(1) if match else indent,
-                subsequent_indent=hang,
-                break_long_words=False,
-                break_on_hyphens=False,
-            )
-            or [line]
-        )
+        if match:
+            out.extend(_fill(line[len(match.group(1)) :], match.group(1), hang, width))
+        else:
+            out.extend(_fill(line.strip(), indent, hang, width))
     while out and not out[-1]:
         out.pop()
     return "\n".join(out) + "\n"
+
+
+def _fill(text: str, first: str, hang: str, width: int) -> list[str]:
+    """Greedy word wrap of `text` after the prefix `first`, continuing under `hang`; long words stay whole.
+
+    `textwrap` does the same at several times the cost, and the pipeline wraps every text part it sends: this
+    cuts at the last space that fits (`str.rfind`), one step per output line.
+    """
+    words = " ".join(text.split())
+    lines: list[str] = []
+    prefix = first
+    pos, end = 0, len(words)
+    while pos < end:
+        room = max(1, width - len(prefix))
+        if end - pos <= room:
+            lines.append(prefix + words[pos:])
+            break
+        cut = words.rfind(" ", pos, pos + room + 1)
+        if cut <= pos:  # a word longer than the line (a URL, a path): keep it whole
+            cut = words.find(" ", pos)
+            if cut == -1:
+                lines.append(prefix + words[pos:])
+                break
+        lines.append(prefix + words[pos:cut])
+        pos = cut + 1
+        prefix = hang
+    return lines or [first.rstrip()]
 
 
 _BLOCK_TAGS = frozenset(
@@ -481,12 +552,15 @@ def html_to_text(html: str, width: int = TEXT_WIDTH) -> str:
 def clean_subject(subject: str, max_chars: int = SUBJECT_MAX_CHARS) -> str:
     """One line whatever the data held: whitespace (CR, LF, tabs, Unicode separators) collapsed to single spaces,
     other control characters dropped, trimmed, and cut at `max_chars` with an ellipsis."""
-    printable = "".join(
-        " " if char.isspace() else char
-        for char in subject
-        if char.isspace() or unicodedata.category(char) not in {"Cc", "Cf", "Zl", "Zp"}
-    )
-    line = " ".join(printable.split())
+    if subject.isprintable():  # the usual case: at most runs of spaces to fold
+        line = " ".join(subject.split())
+    else:
+        printable = "".join(
+            " " if char.isspace() else char
+            for char in subject
+            if char.isspace() or unicodedata.category(char) not in {"Cc", "Cf", "Zl", "Zp"}
+        )
+        line = " ".join(printable.split())
     if len(line) > max_chars:
         line = line[: max_chars - 1].rstrip() + "…"
     return line
@@ -521,8 +595,40 @@ class _RenderFailed(Exception):
         self.error = error
 
 
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, with event data looked up as data first.
+
+    `data.domain` on a plain dict is an item, not an attribute: trying the item first skips the failing attribute
+    lookup (and its exception) that Jinja does otherwise, which matters at one lookup per field per message. A
+    field named like a dict method (`items`, `keys`) therefore reads the field.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._memo: dict[str, jinja2.Template] = {}
+
+    def get_template(self, name: Any, parent: Any = None, globals: Any = None) -> jinja2.Template:
+        # Every `{% extends %}` and `{% import %}` asks again while rendering; templates never change during the
+        # life of an environment (auto_reload is off), so a plain dict answers faster than Jinja's LRU cache.
+        # (`parent` is ignored by the base environment's `join_path`, as here.)
+        if globals is None and isinstance(name, str):
+            found = self._memo.get(name)
+            if found is None:
+                found = self._memo[name] = super().get_template(name)
+            return found
+        return super().get_template(name, parent, globals)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 def _build_environment(loader: jinja2.BaseLoader) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _Environment(
         loader=loader,
         autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
         undefined=ReadableUndefined,
@@ -571,6 +677,7 @@ class Renderer:
             _build_environment(jinja2.FileSystemLoader([str(self.shipped_dir)])) if self.override_dir else self._env
         )
         self._sets: dict[str, _TemplateSet | None] = {}
+        self._alert_views: dict[str, dict[str, Any]] = {}
         self._fallback: _TemplateSet | None = None
 
     # -- loading -------------------------------------------------------------------------------------------
@@ -630,9 +737,31 @@ class Renderer:
 
     # -- rendering -----------------------------------------------------------------------------------------
 
+    def _alert_view(self, event_type: str) -> dict[str, Any]:
+        """The `alert` variable: the catalog entry's fields as a plain dict, made once per type.
+
+        A dict rather than the entry itself: the sandbox checks every attribute read of an object, and the
+        layout reads `alert.name` in every message.
+        """
+        view = self._alert_views.get(event_type)
+        if view is None:
+            alert = self.catalog.get(event_type)
+            view = {
+                "key": alert.key,
+                "name": alert.name,
+                "trigger": alert.trigger,
+                "importance": alert.importance.label,
+                "audience": sorted(alert.audience),
+                "preference": alert.preference,
+                "category": alert.category,
+                "fields": dict(alert.fields),
+            }
+            self._alert_views[event_type] = view
+        return view
+
     def context(self, event: Event, *, importance: Importance, recipient: Recipient | None) -> dict[str, Any]:
         """The template variables of SPEC §5 for one rendering."""
-        alert = self.catalog.get(event.type)
+        alert = self._alert_view(event.type)
         hostname = event.host or self.hostname
         return {
             "event": event.template_view(),
@@ -809,14 +938,14 @@ def _builtin_fallback() -> tuple[jinja2.Template, jinja2.Template, jinja2.Templa
     subject = env.from_string("{{ event.type }} on {{ hostname }}")
     text = env.from_string(
         "An event of type {{ event.type }} happened on {{ hostname }} at {{ event.occurred_at|datetime }}.\n\n"
-        "{% for key, value in data.items() %}{{ key }}: {{ value }}\n{% endfor %}\n"
+        "{% for key, value in data|dictsort %}{{ key }}: {{ value }}\n{% endfor %}\n"
         "Importance: {{ importance }}. Event id: {{ event.id }}.\n"
     )
     env_html = _build_environment(jinja2.DictLoader({}))
     env_html.autoescape = True
     html = env_html.from_string(
         "<!DOCTYPE html><html><body><p>An event of type {{ event.type }} happened on {{ hostname }} at "
-        "{{ event.occurred_at|datetime }}.</p><table>{% for key, value in data.items() %}<tr><td>{{ key }}</td>"
+        "{{ event.occurred_at|datetime }}.</p><table>{% for key, value in data|dictsort %}<tr><td>{{ key }}</td>"
         "<td>{{ value }}</td></tr>{% endfor %}</table><p>Importance: {{ importance }}. Event id: {{ event.id }}."
         "</p></body></html>"
     )

@@ -21,8 +21,8 @@ from .events import Event
 from .intake.mqtt import MqttIntake, Rejection
 from .metrics import Metrics
 from .pipeline import Pipeline
-from .render import check_templates
 from .probe import resolve_test_recipient
+from .render import check_templates
 from .routing.recipients import Recipient, RecipientSource, SystemContacts
 from .store import Store
 
@@ -41,7 +41,10 @@ class Dispatcher:
             config.bus, default_host=config.hostname, accept=self._accept_from_bus, reject=self._reject_from_bus
         )
         self.pipeline = Pipeline(
-            store=self.store, catalog=self.catalog, metrics=self.metrics, config=config,
+            store=self.store,
+            catalog=self.catalog,
+            metrics=self.metrics,
+            config=config,
             sources=self.recipient_sources(),
         )
         self._stop_requested = asyncio.Event()
@@ -137,7 +140,7 @@ class Dispatcher:
             raise DispatcherError(
                 f"cannot listen on {self.config.http.listen_host}:{self.config.http.listen_port}: {err.strerror}"
             ) from err
-        server = site._server  # noqa: SLF001 - the only way to learn the port when listen_port is 0
+        server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.listen_port
         if self.config.http.token is None:
@@ -188,7 +191,11 @@ class Dispatcher:
             self.metrics.reload_success.set(0)
             log.error("config_reload_refused", path=str(path), errors=err.issues)
             return False
-        if new_config.store != self.config.store or new_config.bus != self.config.bus or new_config.http != self.config.http:
+        if (
+            new_config.store != self.config.store
+            or new_config.bus != self.config.bus
+            or new_config.http != self.config.http
+        ):
             log.warning("config_reload_partial", reason="bus, http and store settings take effect at restart")
         self.config = new_config
         self.pipeline.apply_config(new_config, self.recipient_sources())

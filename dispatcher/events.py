@@ -141,7 +141,9 @@ def parse_event(
         except UnicodeDecodeError as err:
             raise InvalidEvent("invalid_json", f"payload is not UTF-8: {err.reason} at byte {err.start}") from None
         except json.JSONDecodeError as err:
-            raise InvalidEvent("invalid_json", f"payload is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+            raise InvalidEvent(
+                "invalid_json", f"payload is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+            ) from None
     else:
         obj = payload
     if not isinstance(obj, dict):

@@ -49,9 +49,7 @@ def configure_logging(
     ]
     renderer = structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer]
-        if json_lines
-        else [*shared, renderer],
+        processors=[*shared, structlog.processors.format_exc_info, renderer] if json_lines else [*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,

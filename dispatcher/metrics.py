@@ -20,28 +20,40 @@ class Metrics:
             "dispatcher_events_received_total", "Events accepted and recorded, by intake.", ["source"], registry=r
         )
         self.events_duplicate = Counter(
-            "dispatcher_events_duplicate_total", "Events whose id was already recorded (acknowledged, not recorded again).",
-            ["source"], registry=r,
+            "dispatcher_events_duplicate_total",
+            "Events whose id was already recorded (acknowledged, not recorded again).",
+            ["source"],
+            registry=r,
         )
         self.events_rejected = Counter(
-            "dispatcher_events_rejected_total", "Messages rejected as bad input, by reason.", ["source", "reason"], registry=r
+            "dispatcher_events_rejected_total",
+            "Messages rejected as bad input, by reason.",
+            ["source", "reason"],
+            registry=r,
         )
         self.deliveries = Counter(
-            "dispatcher_deliveries_total", "Delivery outcomes by channel: sent, failed, suppressed, retried.",
-            ["channel", "outcome"], registry=r,
+            "dispatcher_deliveries_total",
+            "Delivery outcomes by channel: sent, failed, suppressed, retried.",
+            ["channel", "outcome"],
+            registry=r,
         )
         self.delivery_latency = Histogram(
-            "dispatcher_delivery_latency_seconds", "Time from an event's receipt to its delivery being sent.",
-            ["channel"], registry=r,
+            "dispatcher_delivery_latency_seconds",
+            "Time from an event's receipt to its delivery being sent.",
+            ["channel"],
+            registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
         )
-        self.pending = Gauge("dispatcher_deliveries_pending", "Deliveries waiting to be sent (outbox depth).", registry=r)
+        self.pending = Gauge(
+            "dispatcher_deliveries_pending", "Deliveries waiting to be sent (outbox depth).", registry=r
+        )
         self.bus_connected = Gauge("dispatcher_bus_connected", "1 while subscribed on the MQTT bus.", registry=r)
         self.reload_success = Gauge(
             "dispatcher_config_last_reload_successful", "1 if the last configuration reload succeeded.", registry=r
         )
         self.reload_time = Gauge(
-            "dispatcher_config_last_reload_success_timestamp_seconds", "Time of the last successful configuration load.",
+            "dispatcher_config_last_reload_success_timestamp_seconds",
+            "Time of the last successful configuration load.",
             registry=r,
         )
         self.reload_success.set(1)

@@ -85,8 +85,18 @@ def record_plans(
             " target, target_label, status, reason, created_at, updated_at, next_attempt_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                row.event.id, row.event.type, row.importance, row.recipient, row.recipient_kind, row.channel,
-                row.target, row.target_label, row.status, row.reason, now, now,
+                row.event.id,
+                row.event.type,
+                row.importance,
+                row.recipient,
+                row.recipient_kind,
+                row.channel,
+                row.target,
+                row.target_label,
+                row.status,
+                row.reason,
+                now,
+                now,
                 now if row.status == "pending" else None,
             ),
         )
@@ -94,9 +104,17 @@ def record_plans(
             assert row.channel is not None and row.target is not None and row.target_label is not None
             pending.append(
                 PendingDelivery(
-                    id=int(cursor.lastrowid or 0), event_id=row.event.id, importance=row.importance,
-                    recipient=row.recipient, recipient_kind=row.recipient_kind, channel=row.channel,
-                    target=row.target, target_label=row.target_label, attempts=0, created_at=now, next_attempt_at=now,
+                    id=int(cursor.lastrowid or 0),
+                    event_id=row.event.id,
+                    importance=row.importance,
+                    recipient=row.recipient,
+                    recipient_kind=row.recipient_kind,
+                    channel=row.channel,
+                    target=row.target,
+                    target_label=row.target_label,
+                    attempts=0,
+                    created_at=now,
+                    next_attempt_at=now,
                 )
             )
     conn.executemany("UPDATE events SET planned = 1 WHERE id = ?", [(event_id,) for event_id in event_ids])
@@ -171,8 +189,21 @@ def list_deliveries(
         (*params, limit),
     ).fetchall()
     keys = (
-        "id", "event_id", "event_type", "importance", "recipient", "recipient_kind", "channel", "target", "status",
-        "reason", "attempts", "created_at", "updated_at", "next_attempt_at", "sent_at",
+        "id",
+        "event_id",
+        "event_type",
+        "importance",
+        "recipient",
+        "recipient_kind",
+        "channel",
+        "target",
+        "status",
+        "reason",
+        "attempts",
+        "created_at",
+        "updated_at",
+        "next_attempt_at",
+        "sent_at",
     )
     return [dict(zip(keys, row, strict=True)) for row in rows]
 

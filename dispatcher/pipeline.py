@@ -83,6 +83,12 @@ def build_channels(config: Config) -> dict[str, Channel]:
     return channels
 
 
+def recipient_kind(name: str) -> str:
+    """`root` → system, `account:bob` → account, `contact:34` → contact (the naming of `Recipient.name`)."""
+    kind, sep, _ = name.partition(":")
+    return kind if sep else "system"
+
+
 def channel_concurrency(channel: Channel) -> int:
     config = channel.config
     value = config.get("concurrency") if isinstance(config, Mapping) else getattr(config, "concurrency", None)
@@ -184,7 +190,9 @@ class Pipeline:
                     self._schedule(delivery)
                 else:  # its channel's plugin was uninstalled, or the config dropped it
                     event = self._events[delivery.event_id]
-                    await self._failed(delivery, event, delivery.attempts, f"channel {delivery.channel} is not available")
+                    await self._failed(
+                        delivery, event, delivery.attempts, f"channel {delivery.channel} is not available"
+                    )
         if unplanned or pending:
             log.info("pipeline_resumed", unplanned_events=len(unplanned), pending_deliveries=len(pending))
 
@@ -199,7 +207,7 @@ class Pipeline:
         for channel in [*self.channels.values(), *self._retired_channels]:
             try:
                 await channel.close()
-            except Exception as err:  # noqa: BLE001 - closing must not stop the others
+            except Exception as err:
                 log.warning("channel_close_failed", channel=channel.name, error=str(err))
 
     # -- planning ----------------------------------------------------------------------------------------------
@@ -223,7 +231,7 @@ class Pipeline:
         for event in events:
             try:
                 plan = await self.plan(event)
-            except Exception:  # noqa: BLE001 - one event must not stop the others
+            except Exception:
                 # It stays unplanned in the store and is planned again at the next start.
                 log.exception("event_planning_failed", event_id=event.id, event_type=event.type)
                 continue
@@ -232,8 +240,12 @@ class Pipeline:
             for delivery in plan.deliveries:
                 rows.append(
                     NewDelivery(
-                        event=event, importance=importance, recipient=delivery.recipient.name,
-                        recipient_kind=delivery.recipient.kind, channel=delivery.channel, target=delivery.target,
+                        event=event,
+                        importance=importance,
+                        recipient=delivery.recipient.name,
+                        recipient_kind=delivery.recipient.kind,
+                        channel=delivery.channel,
+                        target=delivery.target,
                         target_label=self.channels[delivery.channel].describe_target(delivery.target),
                         status="pending",
                     )
@@ -243,15 +255,25 @@ class Pipeline:
                 label = channel.describe_target(skipped.target) if channel and skipped.target else None
                 rows.append(
                     NewDelivery(
-                        event=event, importance=importance, recipient=skipped.recipient_name, recipient_kind="",
-                        channel=skipped.channel, target=None, target_label=label, status="suppressed",
+                        event=event,
+                        importance=importance,
+                        recipient=skipped.recipient_name,
+                        recipient_kind=recipient_kind(skipped.recipient_name),
+                        channel=skipped.channel,
+                        target=None,
+                        target_label=label,
+                        status="suppressed",
                         reason=skipped.reason,
                     )
                 )
                 self.metrics.deliveries.labels(skipped.channel or "none", "suppressed").inc()
             log.info(
-                "event_planned", event_id=event.id, event_type=event.type, importance=importance,
-                deliveries=len(plan.deliveries), suppressed=len(plan.suppressed),
+                "event_planned",
+                event_id=event.id,
+                event_type=event.type,
+                importance=importance,
+                deliveries=len(plan.deliveries),
+                suppressed=len(plan.suppressed),
             )
             self._events[event.id] = event
         now = self.clock()
@@ -327,7 +349,7 @@ class Pipeline:
     async def _attempt(self, delivery: PendingDelivery) -> None:
         try:
             await self._attempt_once(delivery)
-        except Exception:  # noqa: BLE001 - e.g. the store failing: the row stays pending for the next start
+        except Exception:
             log.exception("delivery_attempt_crashed", channel=delivery.channel, delivery_id=delivery.id)
 
     async def _attempt_once(self, delivery: PendingDelivery) -> None:
@@ -350,7 +372,7 @@ class Pipeline:
                 await self._unsent(delivery, event, attempts, err.message, err.retryable, err.retry_after_s)
             except TimeoutError:
                 await self._unsent(delivery, event, attempts, "timed out", True, None)
-            except Exception as err:  # noqa: BLE001 - a broken plugin must not stop the pipeline
+            except Exception as err:
                 log.exception("delivery_crashed", channel=delivery.channel, delivery_id=delivery.id)
                 await self._unsent(delivery, event, attempts, f"unexpected error: {type(err).__name__}", True, None)
             else:
@@ -370,12 +392,21 @@ class Pipeline:
         self.metrics.deliveries.labels(delivery.channel, "sent").inc()
         self.metrics.delivery_latency.labels(delivery.channel).observe(max(0.0, now - event.received_at.timestamp()))
         log.info(
-            "delivery_sent", channel=delivery.channel, recipient=delivery.recipient, target=delivery.target_label,
-            attempt=attempts, delivery_id=delivery.id,
+            "delivery_sent",
+            channel=delivery.channel,
+            recipient=delivery.recipient,
+            target=delivery.target_label,
+            attempt=attempts,
+            delivery_id=delivery.id,
         )
 
     async def _unsent(
-        self, delivery: PendingDelivery, event: Event, attempts: int, error: str, retryable: bool,
+        self,
+        delivery: PendingDelivery,
+        event: Event,
+        attempts: int,
+        error: str,
+        retryable: bool,
         retry_after_s: float | None,
     ) -> None:
         now = self.clock()
@@ -394,13 +425,27 @@ class Pipeline:
         await asyncio.shield(self.store.run(lambda conn: mark_retry(conn, delivery.id, attempts, error, due, now)))
         self.metrics.deliveries.labels(delivery.channel, "retried").inc()
         log.warning(
-            "delivery_retry", channel=delivery.channel, recipient=delivery.recipient, target=delivery.target_label,
-            attempt=attempts, error=error, retry_in_s=round(delay_s, 3), delivery_id=delivery.id,
+            "delivery_retry",
+            channel=delivery.channel,
+            recipient=delivery.recipient,
+            target=delivery.target_label,
+            attempt=attempts,
+            error=error,
+            retry_in_s=round(delay_s, 3),
+            delivery_id=delivery.id,
         )
         retry = PendingDelivery(
-            id=delivery.id, event_id=delivery.event_id, importance=delivery.importance, recipient=delivery.recipient,
-            recipient_kind=delivery.recipient_kind, channel=delivery.channel, target=delivery.target,
-            target_label=delivery.target_label, attempts=attempts, created_at=delivery.created_at, next_attempt_at=due,
+            id=delivery.id,
+            event_id=delivery.event_id,
+            importance=delivery.importance,
+            recipient=delivery.recipient,
+            recipient_kind=delivery.recipient_kind,
+            channel=delivery.channel,
+            target=delivery.target,
+            target_label=delivery.target_label,
+            attempts=attempts,
+            created_at=delivery.created_at,
+            next_attempt_at=due,
         )
         if not self._stopping.is_set():
             self._schedule(retry)
@@ -414,8 +459,13 @@ class Pipeline:
         self._release(delivery)
         self.metrics.deliveries.labels(delivery.channel, "failed").inc()
         log.error(
-            "delivery_failed", channel=delivery.channel, recipient=delivery.recipient, target=delivery.target_label,
-            attempt=attempts, error=error, delivery_id=delivery.id,
+            "delivery_failed",
+            channel=delivery.channel,
+            recipient=delivery.recipient,
+            target=delivery.target_label,
+            attempt=attempts,
+            error=error,
+            delivery_id=delivery.id,
         )
         if follow_up is not None:
             self.events_recorded([follow_up])

@@ -12,12 +12,12 @@ from typing import Any
 
 from .channels import Channel, DeliveryError
 from .config import Config
+from .contacts.accounts import read_contact_info
+from .contacts.recipients import account_recipient
 from .errors import DispatcherError
 from .events import Event
 from .levels import Importance
 from .render import Renderer
-from .contacts.accounts import read_contact_info
-from .contacts.recipients import account_recipient
 from .routing.recipients import Recipient, system_recipient
 from .store import Store
 

@@ -79,7 +79,10 @@ class Store:
                     ready.set_result(None)
 
         self._thread = threading.Thread(
-            target=self._serve, args=(lambda e: loop.call_soon_threadsafe(started, e),), name="dispatcher-store", daemon=True
+            target=self._serve,
+            args=(lambda e: loop.call_soon_threadsafe(started, e),),
+            name="dispatcher-store",
+            daemon=True,
         )
         self._thread.start()
         await ready
@@ -176,7 +179,7 @@ class Store:
                 conn.execute("SAVEPOINT job")
                 try:
                     result = job.fn(conn)
-                except Exception as err:  # noqa: BLE001 - the job's caller receives it
+                except Exception as err:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     outcomes.append((job, False, err))

@@ -147,7 +147,9 @@ class DaemonProcess:
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "dispatcher", "run", "-c", str(self.config_path)],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         wait_for_port(self.http_port, timeout_s=20)
 

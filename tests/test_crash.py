@@ -33,7 +33,7 @@ def count_events(db: Path) -> tuple[int, int]:
 async def test_sigkill_during_a_burst_loses_no_acknowledged_event(
     mosquitto: Mosquitto, make_config: Callable[..., Path], daemon_process: Any
 ) -> None:
-    """5,000 events with the daemon killed mid-burst and restarted: every event the broker took is stored exactly once."""
+    """5,000 events, the daemon killed mid-burst and restarted: every event the broker took is stored exactly once."""
     config = make_config()
     db = config.parent / "dispatcher.db"
     daemon = daemon_process(config)

@@ -17,7 +17,7 @@ import aiomqtt
 import pytest
 
 from .brokers import Mosquitto
-from .conftest import API_TOKEN, RunningDaemon, wait_until
+from .conftest import RunningDaemon, wait_until
 from .servers import FakePushbullet, SmtpSink, WebhookSink
 
 PUSH_TOKEN = "o.pushbullet-token-under-test"
@@ -43,7 +43,9 @@ async def pushbullet() -> Any:
 
 
 def channels_for(smtp: SmtpSink, pushbullet: FakePushbullet | None = None) -> dict[str, Any]:
-    channels: dict[str, Any] = {"email": {"host": "127.0.0.1", "port": smtp.port, "from": "Server <root@test.example.com>"}}
+    channels: dict[str, Any] = {
+        "email": {"host": "127.0.0.1", "port": smtp.port, "from": "Server <root@test.example.com>"}
+    }
     if pushbullet is not None:
         channels["pushbullet"] = {"api_url": pushbullet.api_url}
     return channels
@@ -85,7 +87,10 @@ async def test_an_email_arrives_with_the_headers_and_parts_of_the_spec(
     await wait_until(lambda: _statuses(daemon, http, event_id, {"sent"}))
     (record,) = await deliveries(daemon, http, event_id=event_id)
     assert (record["recipient"], record["channel"], record["target"], record["attempts"]) == (
-        "root", "email", "admin@example.com", 1,
+        "root",
+        "email",
+        "admin@example.com",
+        1,
     )
 
 
@@ -95,13 +100,17 @@ async def _statuses(daemon: RunningDaemon, http: aiohttp.ClientSession, event_id
 
 
 async def test_a_webhook_that_fails_three_times_gets_the_message_once_after_backoff(
-    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession, smtp: SmtpSink,
+    make_config: Callable[..., Path],
+    start_daemon: Any,
+    http: aiohttp.ClientSession,
+    smtp: SmtpSink,
     webhook: WebhookSink,
 ) -> None:
     """503, 503, 503, then 200: four attempts, spaced by the backoff, and the record says sent after 4."""
     webhook.respond((503, {}, "busy"), (503, {}, "busy"), (503, {}, "busy"))
     config = make_config(
-        channels=channels_for(smtp), delivery=FAST_RETRIES,
+        channels=channels_for(smtp),
+        delivery=FAST_RETRIES,
         contacts={"root": {"posturl": [f"{webhook.url}/notify?key=abc"], "receives": {"posturl": "all"}}},
     )
     daemon = await start_daemon(config)
@@ -118,13 +127,17 @@ async def test_a_webhook_that_fails_three_times_gets_the_message_once_after_back
 
 
 async def test_a_permanent_failure_fails_at_once_and_root_hears_of_it(
-    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession, smtp: SmtpSink,
+    make_config: Callable[..., Path],
+    start_daemon: Any,
+    http: aiohttp.ClientSession,
+    smtp: SmtpSink,
     webhook: WebhookSink,
 ) -> None:
     """HTTP 400 is permanent: failed after one attempt, and iContact/SendIMFailed reaches root by email."""
     webhook.respond((400, {}, "bad request"))
     config = make_config(
-        channels=channels_for(smtp), delivery=FAST_RETRIES,
+        channels=channels_for(smtp),
+        delivery=FAST_RETRIES,
         contacts={"root": {"email": ["root@example.com"], "posturl": [webhook.url], "receives": {"posturl": "all"}}},
     )
     daemon = await start_daemon(config)
@@ -141,13 +154,17 @@ async def test_a_permanent_failure_fails_at_once_and_root_hears_of_it(
 
 
 async def test_a_failing_failure_notice_does_not_loop(
-    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession, smtp: SmtpSink,
+    make_config: Callable[..., Path],
+    start_daemon: Any,
+    http: aiohttp.ClientSession,
+    smtp: SmtpSink,
     webhook: WebhookSink,
 ) -> None:
     """When the SendIMFailed notice itself cannot be delivered, no further notice is raised about it."""
     webhook.respond(*[(400, {}, "no")] * 5)
     config = make_config(
-        channels=channels_for(smtp), delivery=FAST_RETRIES,
+        channels=channels_for(smtp),
+        delivery=FAST_RETRIES,
         contacts={"root": {"posturl": [webhook.url], "receives": {"posturl": "all"}}},
     )
     daemon = await start_daemon(config)
@@ -179,16 +196,25 @@ async def test_mail_waits_for_an_smtp_server_that_is_down(
 
 
 async def test_pushbullet_notes_and_a_refused_token(
-    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession, smtp: SmtpSink,
-    pushbullet: FakePushbullet, tmp_path: Path,
+    make_config: Callable[..., Path],
+    start_daemon: Any,
+    http: aiohttp.ClientSession,
+    smtp: SmtpSink,
+    pushbullet: FakePushbullet,
+    tmp_path: Path,
 ) -> None:
     """A good token gets a note with the subject and text; a refused one fails at once, saying so without the token."""
     (tmp_path / "good.token").write_text(PUSH_TOKEN + "\n")
     (tmp_path / "bad.token").write_text("o.refused-token\n")
     config = make_config(
-        channels=channels_for(smtp, pushbullet), delivery=FAST_RETRIES,
-        contacts={"root": {"pushbullet": [{"token_file": "good.token"}, {"token_file": "bad.token"}],
-                           "receives": {"pushbullet": "all"}}},
+        channels=channels_for(smtp, pushbullet),
+        delivery=FAST_RETRIES,
+        contacts={
+            "root": {
+                "pushbullet": [{"token_file": "good.token"}, {"token_file": "bad.token"}],
+                "receives": {"pushbullet": "all"},
+            }
+        },
     )
     daemon = await start_daemon(config)
     event_id = await submit(daemon, http, type="Backup/Failure", data={"error": "tape jam"})
@@ -223,8 +249,12 @@ async def test_thresholds_and_routes_are_recorded_as_suppressed(
 
 
 async def test_the_test_link_sends_now_on_each_channel(
-    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession, smtp: SmtpSink,
-    webhook: WebhookSink, pushbullet: FakePushbullet,
+    make_config: Callable[..., Path],
+    start_daemon: Any,
+    http: aiohttp.ClientSession,
+    smtp: SmtpSink,
+    webhook: WebhookSink,
+    pushbullet: FakePushbullet,
 ) -> None:
     """POST /api/v1/test and `dispatcher test` send a test notice to every address of the channel and report it."""
     config = make_config(
@@ -249,8 +279,11 @@ async def test_the_test_link_sends_now_on_each_channel(
 
     for channel in ("email", "posturl"):
         result = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "dispatcher", "test", "root", channel, "-c", str(config)],
-            capture_output=True, text=True, timeout=60,
+            subprocess.run,
+            [sys.executable, "-m", "dispatcher", "test", "root", channel, "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("sent: root via " + channel)
@@ -286,7 +319,10 @@ async def test_sigkill_with_1000_pending_deliveries_resumes_them_all(
         await asyncio.sleep(0.5)
         arrivals = collections.Counter(request.form["event_id"] for request in webhook.requests)
         duplicates = {event_id: n for event_id, n in arrivals.items() if n > 1}
-        print(f"duplicates after SIGKILL: {len(duplicates)} of 1000 (recorded as sent before the kill: {len(recorded_sent)})")
+        print(
+            f"duplicates after SIGKILL: {len(duplicates)} of 1000"
+            f" (recorded as sent before the kill: {len(recorded_sent)})"
+        )
         assert not set(duplicates) & recorded_sent
         assert len(duplicates) <= 8  # at most the sends in flight at the kill (posturl concurrency)
         assert daemon.terminate() == 0

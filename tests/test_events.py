@@ -31,7 +31,11 @@ def test_a_full_event_keeps_every_field() -> None:
         }
     )
     assert (event.id, event.type, event.host, event.account, event.client_id) == (
-        "7f1c9a2e", "AutoSSL/CertificateInstalled", "web7.example.com", "bob", 12,
+        "7f1c9a2e",
+        "AutoSSL/CertificateInstalled",
+        "web7.example.com",
+        "bob",
+        12,
     )
     assert event.occurred_at == datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
     assert event.data == {"domain": "example.com"}
@@ -73,7 +77,9 @@ def test_offsets_in_occurred_at_are_understood() -> None:
         (b" " * (MAX_PAYLOAD_BYTES + 1), "A/B", "too_large", "limit"),
     ],
 )
-def test_bad_messages_are_refused_with_their_reason(payload: bytes, topic_type: str | None, reason: str, fragment: str) -> None:
+def test_bad_messages_are_refused_with_their_reason(
+    payload: bytes, topic_type: str | None, reason: str, fragment: str
+) -> None:
     """Each bad case of SPEC §1 raises InvalidEvent with a reason code and a message naming the problem."""
     with pytest.raises(InvalidEvent) as caught:
         parse(payload, topic_type)

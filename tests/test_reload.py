@@ -76,9 +76,7 @@ async def test_pending_deliveries_across_a_reload_are_delivered_once(
 ) -> None:
     """500 deliveries in progress when the config is reloaded (a slow receiver): each arrives exactly once."""
     async with WebhookSink(delay_s=0.005) as webhook:
-        config = make_config(
-            channels={"posturl": {"concurrency": 4}}, contacts={"root": {"posturl": [webhook.url]}}
-        )
+        config = make_config(channels={"posturl": {"concurrency": 4}}, contacts={"root": {"posturl": [webhook.url]}})
         daemon = await start_daemon(config)
         ids = [await submit(daemon, http, type="Backup/Failure", id=f"r-{i}") for i in range(500)]
         await webhook.wait_for(50, timeout_s=20)

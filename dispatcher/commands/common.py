@@ -21,7 +21,10 @@ def config_from(args: argparse.Namespace) -> Config:
 
 def add_data_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data", metavar="K=V", action="append", default=[],
+        "--data",
+        metavar="K=V",
+        action="append",
+        default=[],
         help="a data field (repeatable); V is read as JSON when it parses (numbers, true, lists), else as a string",
     )
 

@@ -38,16 +38,37 @@ def handle(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    columns = ("id", "event_id", "event_type", "recipient", "channel", "target", "status", "attempts", "updated", "reason")
+    columns = (
+        "id",
+        "event_id",
+        "event_type",
+        "recipient",
+        "channel",
+        "target",
+        "status",
+        "attempts",
+        "updated",
+        "reason",
+    )
     table = [
         (
-            str(row["id"]), row["event_id"], row["event_type"], row["recipient"], row["channel"] or "-",
-            row["target"] or "-", row["status"], str(row["attempts"]),
-            datetime.fromtimestamp(row["updated_at"], UTC).strftime("%Y-%m-%d %H:%M:%S"), row["reason"] or "",
+            str(row["id"]),
+            row["event_id"],
+            row["event_type"],
+            row["recipient"],
+            row["channel"] or "-",
+            row["target"] or "-",
+            row["status"],
+            str(row["attempts"]),
+            datetime.fromtimestamp(row["updated_at"], UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            row["reason"] or "",
         )
         for row in rows
     ]
-    widths = [max(len(column), *(len(line[i]) for line in table)) if table else len(column) for i, column in enumerate(columns)]
+    widths = [
+        max(len(column), *(len(line[i]) for line in table)) if table else len(column)
+        for i, column in enumerate(columns)
+    ]
     for line in (columns, *table):
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     return 0

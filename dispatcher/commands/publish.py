@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--client-id", type=int, help="the billing client the event concerns")
     parser.add_argument("--id", dest="event_id", help="the idempotency key (default: one is made up)")
     add_data_option(parser)
-    parser.add_argument("--json", dest="json_file", metavar="FILE", help="a JSON file with the event object to start from")
+    parser.add_argument(
+        "--json", dest="json_file", metavar="FILE", help="a JSON file with the event object to start from"
+    )
     parser.set_defaults(handler=handle)
 
 

@@ -27,12 +27,12 @@ from ..routing.importance import ImportanceSource, explain_importance
 from ..routing.planner import Plan, plan_event
 from ..routing.recipients import RecipientSource, SystemContacts
 from ..routing.routes import select_contacts
+from ..store import Store
 from .catalog import format_table, importance_text
 from .common import add_config_option, add_data_option, config_from, parse_data
 
 if TYPE_CHECKING:
     from ..catalog import AlertType, Catalog
-    from ..store import Store
 
 TargetDescriber = Callable[[str, str], str]
 
@@ -71,8 +71,7 @@ def handle(args: argparse.Namespace) -> int:
     event = event_from(args, config)
     catalog = load_catalog()
     channels = build_channels(config)  # as the daemon builds them: they decide availability and how targets show
-    # No store yet: the store has no read-only mode, and `routes` must not write to a daemon's database.
-    plan = asyncio.run(_plan(event, config, catalog, channels, recipient_sources(config)))
+    plan = asyncio.run(_plan(event, config, catalog, channels))
     alert = catalog.get(event.type)
     describe = target_describer(channels)
     source = explain_importance(event.type, config, catalog)
@@ -85,12 +84,18 @@ def handle(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _plan(
-    event: Event, config: Config, catalog: Catalog, channels: Mapping[str, Channel], sources: list[RecipientSource]
-) -> Plan:
+async def _plan(event: Event, config: Config, catalog: Catalog, channels: Mapping[str, Channel]) -> Plan:
+    # The daemon's store, read-only (`routes` must never write to a running daemon's database), when there is one:
+    # without it only the config's system contacts can be asked.
+    store = Store(config.store.path, readonly=True) if config.store.path.exists() else None
     try:
+        if store is not None:
+            await store.open()
+        sources = recipient_sources(config, store)
         return await plan_event(event, config=config, catalog=catalog, sources=sources, channels=channels)
     finally:
+        if store is not None:
+            await store.close()
         for channel in channels.values():
             await channel.close()
 

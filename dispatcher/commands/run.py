@@ -1,16 +1,21 @@
-"""`dispatcher run -c FILE`: the daemon in the foreground, logging to stdout; SIGTERM stops, SIGHUP reloads."""
+"""`dispatcher run -c FILE`: the daemon in the foreground, logging to stdout; SIGTERM stops, SIGHUP reloads.
+
+Signals and systemd live here, not in `Dispatcher`, so that tests can embed the daemon.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 
 import structlog
 
 from ..app import Dispatcher
-from ..config import load_config
+from ..config import Config, load_config
 from ..logs import configure_logging
+from ..systemd import Notifier, notify_reload, notify_stopping, supervise
 from .common import add_config_option
 
 log = structlog.get_logger(__name__)
@@ -29,18 +34,33 @@ def handle(args: argparse.Namespace) -> int:
     return 0
 
 
-async def serve(config, config_path: str) -> None:  # type: ignore[no-untyped-def]
+async def serve(config: Config, config_path: str) -> None:
+    """Run the daemon until SIGTERM or SIGINT, reloading on SIGHUP and keeping systemd informed."""
     dispatcher = Dispatcher(config)
+    notifier = Notifier.from_environment()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, dispatcher.stop)
-    loop.add_signal_handler(signal.SIGINT, dispatcher.stop)
     reloads: set[asyncio.Task[bool]] = set()
 
+    def stop() -> None:
+        notify_stopping(notifier)
+        dispatcher.stop()
+
     def reload() -> None:
-        task = loop.create_task(dispatcher.reload(config_path), name="reload")
+        task = loop.create_task(notify_reload(notifier, dispatcher, dispatcher.reload(config_path)), name="reload")
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
+    loop.add_signal_handler(signal.SIGTERM, stop)
+    loop.add_signal_handler(signal.SIGINT, stop)
     loop.add_signal_handler(signal.SIGHUP, reload)
     await dispatcher.start()
-    await dispatcher.run()
+    supervisor = asyncio.create_task(supervise(notifier, dispatcher), name="systemd-notify")
+    try:
+        await dispatcher.run()
+    finally:
+        supervisor.cancel()
+        for task in (supervisor, *reloads):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if notifier is not None:
+            notifier.close()

@@ -47,8 +47,11 @@ async def post_test(request: web.Request) -> web.Response:
     try:
         recipient = await dispatcher.test_recipient(body["recipient"])
         outcomes = await send_test_notice(
-            config=dispatcher.config, renderer=dispatcher.pipeline.renderer, channels=dispatcher.pipeline.channels,
-            recipient=recipient, channel_name=body["channel"],
+            config=dispatcher.config,
+            renderer=dispatcher.pipeline.renderer,
+            channels=dispatcher.pipeline.channels,
+            recipient=recipient,
+            channel_name=body["channel"],
         )
     except DispatcherError as err:
         return server.json_error(404 if "no " in str(err) else 400, str(err))

@@ -36,11 +36,17 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
         token = request.app[DISPATCHER].config.http.token
         given = request.headers.get("Authorization", "")
         scheme, _, credentials = given.partition(" ")
-        if token is None or scheme.lower() != "bearer" or not hmac.compare_digest(
-            credentials.strip().encode(), token.reveal().encode()
+        if (
+            token is None
+            or scheme.lower() != "bearer"
+            or not hmac.compare_digest(credentials.strip().encode(), token.reveal().encode())
         ):
             return web.json_response(
-                {"error": "missing or wrong bearer token" if token else "the API is disabled: no http.token_file configured"},
+                {
+                    "error": "missing or wrong bearer token"
+                    if token
+                    else "the API is disabled: no http.token_file configured"
+                },
                 status=401,
                 headers={"WWW-Authenticate": 'Bearer realm="dispatcher"'},
             )

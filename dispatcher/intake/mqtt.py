@@ -97,7 +97,11 @@ class MqttIntake:
                 sleep_s = random.uniform(delay_s / 2, delay_s)
                 log.warning(
                     "bus_disconnected" if was_connected else "bus_connect_failed",
-                    host=self.bus.host, port=self.bus.port, error=str(err), attempt=attempt, retry_in_s=round(sleep_s, 2),
+                    host=self.bus.host,
+                    port=self.bus.port,
+                    error=str(err),
+                    attempt=attempt,
+                    retry_in_s=round(sleep_s, 2),
                 )
                 delay_s = min(delay_s * 2, RECONNECT_MAX_S)
                 try:
@@ -131,7 +135,7 @@ class MqttIntake:
             timeout=10,
         )
         # Before CONNECT: the broker redelivers the session's messages as soon as we are connected.
-        client._client.manual_ack_set(True)  # noqa: SLF001 - aiomqtt exposes no manual-ack switch
+        client._client.manual_ack_set(True)
         return client
 
     async def _consume(self, client: aiomqtt.Client) -> None:
@@ -175,7 +179,7 @@ class MqttIntake:
             await self._accept(events)
         for message in batch:
             if message.qos > 0:
-                client._client.ack(message.mid, message.qos)  # noqa: SLF001 - see _client()
+                client._client.ack(message.mid, message.qos)
 
     async def _dead_letter(self, client: aiomqtt.Client, rejection: Rejection, payload: bytes) -> None:
         """Republish a refused message on the dead-letter topic, and wait for the broker to take it."""

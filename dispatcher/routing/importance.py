@@ -2,8 +2,9 @@
 
 Lookup order, as in cPanel: the config's `importance:` entry for the exact type (`Backup/Failure`), then the
 entry for its whole application (`Backup/*`), then the catalog's default for the type, then Low. A type the
-catalog does not know renders with `Application/base`, but still takes Low rather than that entry's default:
-only a config entry can raise it.
+catalog does not know is an "Uncategorized Notification" (`Application/base`): after its own entries, the
+config's entry for `Application/base` decides, as the Contact Manager's setting for that alert type does;
+it is Low otherwise, never the catalog's default for `Application/base`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from ..catalog import AlertType, Catalog
     from ..config import Config
 
+# The alert type of every event type the catalog does not know ("Uncategorized Notifications").
+FALLBACK_TYPE = "Application/base"
 # The importance of a type nothing says anything about (the cPanel default).
 DEFAULT_IMPORTANCE = Importance.LOW
 
@@ -27,7 +30,8 @@ class ImportanceSource:
     """An effective importance and where it came from.
 
     `origin` is `"config"` (the exact type's entry), `"config App/*"` (the application's entry), `"catalog"` (the
-    alert type's default) or `"default"` (nothing said anything: Low).
+    alert type's default), `"config Application/base"` (an unknown type, by the fallback's entry) or `"default"`
+    (nothing said anything: Low).
     """
 
     importance: Importance
@@ -45,6 +49,8 @@ def resolve_importance(
         return ImportanceSource(overrides[app_entry], "config App/*")
     if catalog_default is not None:
         return ImportanceSource(catalog_default, "catalog")
+    if FALLBACK_TYPE in overrides:
+        return ImportanceSource(overrides[FALLBACK_TYPE], f"config {FALLBACK_TYPE}")
     return ImportanceSource(DEFAULT_IMPORTANCE, "default")
 
 

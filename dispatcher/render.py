@@ -615,6 +615,9 @@ class _Environment(ImmutableSandboxedEnvironment):
             found = self._memo.get(name)
             if found is None:
                 found = self._memo[name] = super().get_template(name)
+                # Each render copies the template's globals into a new context; Jinja keeps them as a ChainMap
+                # over the environment's, which is slow to copy. They never change here: flatten them once.
+                found.globals = dict(found.globals)
             return found
         return super().get_template(name, parent, globals)
 

@@ -1,0 +1,738 @@
+"""End-to-end benchmark harness (issue 8): the daemon as a user runs it, against real receivers on loopback.
+
+    .venv/bin/python bench/run.py [--quick] [--scenario a,b,c,d,e] [--json out.json] [--profile]
+
+For each scenario: a fresh mosquitto with our configuration (`max_queued_messages 0`, `max_inflight_messages 1000`),
+a fresh store, and `dispatcher run -c FILE` with a benchmark config; events come from `bench/publish.py` in a
+process of its own (QoS 1, each with its id and its send time kept by id); the receivers are `bench/sinks.py`, in
+another process (Post to URL, SMTP, fake Pushbullet, Alertmanager webhook), recording each message's arrival by
+event id (the Post-to-URL `event_id` field, the `X-Dispatcher-Event-Id` header).
+
+Scenarios (full size; `--quick` is about a tenth):
+
+    a  burst of 50,000 events, each to one Post-to-URL target        goal >= 3,000/s, ideally Alertmanager's rate
+    b  burst of 10,000 events, each to one email address              goal >= 1,500 emails/s
+    c  fan-out: 500 events, each to 200 email addresses (one contact) = 100,000 emails
+    d  steady 1,000 events/s for 60 s to one Post-to-URL target       goal p99 < 50 ms
+    e  1,000,000 events through intake, planner and store, delivered to nobody: one contact whose only channel
+       has threshold `none`, so each event is planned into one `suppressed` delivery row without any network.
+       VmRSS sampled every second.                                    goal: memory flat
+
+Every scenario: peak memory (VmHWM) < 150 MB. Side by side, in the same run: the ceiling (`bench/ceiling.py`:
+aiohttp straight to the same sink with 50 requests in flight; aiosmtplib straight to the same SMTP sink with 8
+connections, the email channel's default concurrency) for a, b, c, d; and the peer, Prometheus Alertmanager
+(`prometheus-alertmanager`, installed with apt if missing and possible, skipped with a message otherwise), given
+the same alerts through `POST /api/v2/alerts` in batches of 500, one webhook POST per alert (`group_by: ['...']`,
+`group_wait: 0s`), to the same sink, for a and d.
+
+Figures: deliveries per second at the sink = messages / (last arrival - first publish); latency publish →
+arrival p50/p99/max; the daemon's CPU seconds during the scenario (utime+stime of /proc/PID/stat) and its peak
+memory (VmHWM of /proc/PID/status). `--profile` runs py-spy on the daemon during scenario a and writes
+`bench/results/profile-a.svg` and `profile-a.txt` (collapsed stacks), and prints the top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    BENCH,
+    PYTHON,
+    REPO,
+    RESULTS,
+    Daemon,
+    RssSampler,
+    Sinks,
+    Table,
+    free_port,
+    http_get,
+    machine_busy_s,
+    mosquitto_in,
+    need,
+    process_stats,
+    running,
+    summarize_latencies_ms,
+)
+
+MEMORY_GOAL_MB = 150.0
+# "Flat": the mean RSS of the last tenth of scenario e within this much of the second tenth.
+FLAT_TOLERANCE_MB = 10.0
+# Scenario e stops early past this RSS: the machine must stay usable (the figure is reported, not hidden).
+RSS_ABORT_MB = 2048.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    a: int
+    b: int
+    c_events: int
+    c_fanout: int
+    d_rate: float
+    d_seconds: float
+    e: int
+
+
+FULL = Sizes(a=50_000, b=10_000, c_events=500, c_fanout=200, d_rate=1000, d_seconds=60, e=1_000_000)
+QUICK = Sizes(a=5_000, b=2_000, c_events=50, c_fanout=200, d_rate=1000, d_seconds=10, e=50_000)
+
+
+@dataclass
+class Measurement:
+    """One system in one scenario."""
+
+    scenario: str
+    system: str  # dispatcher | ceiling | alertmanager
+    expected: int
+    arrived: int
+    seconds: float
+    per_s: float
+    latency: dict[str, float]
+    cpu_s: float | None
+    peak_mb: float | None
+    extra: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    sizes: Sizes
+    workdir: Path
+    sinks: Sinks
+    profile: set[str]
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+
+
+def machine_load(busy_s: float, wall_s: float, ours_s: float) -> dict[str, float]:
+    """How busy the whole machine was during a measurement, and how much of that was not the benchmark's.
+
+    `others_cpu_s` is CPU time used by processes outside the benchmark (other users' test runs): when it is
+    large, the figures are lower than this machine can do alone.
+    """
+    cpus = os.cpu_count() or 1
+    return {
+        "busy_share": round(busy_s / (wall_s * cpus), 2) if wall_s > 0 else 0.0,
+        "busy_cpu_s": round(busy_s, 1),
+        "others_cpu_s": round(max(0.0, busy_s - ours_s), 1),
+        "loadavg_1m": float(Path("/proc/loadavg").read_text().split()[0]),
+    }
+
+
+def arrival_figures(
+    arrivals: list[tuple[str, float]], times: list[float], prefix: str
+) -> tuple[int, float, float, dict[str, float]]:
+    """(messages, seconds from first send to last arrival, per second, latency summary) for ids `<prefix>-<n>`."""
+    latencies = []
+    last = 0.0
+    for event_id, arrived_at in arrivals:
+        head, _, index = event_id.rpartition("-")
+        if head != prefix or not index.isdigit():
+            continue
+        latencies.append(arrived_at - times[int(index)])
+        last = max(last, arrived_at)
+    if not latencies:
+        return 0, 0.0, 0.0, summarize_latencies_ms([])
+    seconds = last - min(times)
+    return len(latencies), seconds, len(latencies) / seconds, summarize_latencies_ms(latencies)
+
+
+def publisher(broker_port: int, count: int, rate: float, prefix: str, times_path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            PYTHON, str(BENCH / "publish.py"), "mqtt", "--port", str(broker_port), "--count", str(count),
+            "--rate", str(rate), "--prefix", prefix, "--times", str(times_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout_s: float = 600) -> dict[str, Any]:
+    out, _ = process.communicate(timeout=timeout_s)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def start_profiler(pid: int, scenario: str) -> list[subprocess.Popen[bytes]]:
+    py_spy = shutil.which("py-spy") or str(REPO / ".venv" / "bin" / "py-spy")
+    if not Path(py_spy).exists():
+        print("profile: py-spy is not installed (.venv/bin/pip install py-spy); not profiling", file=sys.stderr)
+        return []
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    common = ["record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
+    return [
+        subprocess.Popen([py_spy, *common, "-o", str(RESULTS / f"profile-{scenario}.svg")], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL),
+        subprocess.Popen([py_spy, *common, "--format", "raw", "-o", str(RESULTS / f"profile-{scenario}.txt")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]
+
+
+def stop_profiler(profilers: list[subprocess.Popen[bytes]]) -> None:
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    for profiler in profilers:
+        try:
+            profiler.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            profiler.kill()
+
+
+def summarize_profile(path: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
+    """From py-spy's collapsed stacks: the functions with the most samples on top (self) and anywhere (total)."""
+    own: collections.Counter[str] = collections.Counter()
+    anywhere: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        own[frames[-1]] += count
+        for frame in set(frames):
+            anywhere[frame] += count
+    if not total:
+        return {"self": [], "total": [], "by_package": []}
+    packages: collections.Counter[str] = collections.Counter()
+    for name, n in own.items():
+        packages[_package_of(name)] += n
+    ours = [(name, n) for name, n in anywhere.most_common() if "(dispatcher/" in name and "cli.py" not in name]
+    return {
+        "samples": [("all", float(total))],
+        "self": [(name, round(100 * n / total, 1)) for name, n in own.most_common(top)],
+        "total": [(name, round(100 * n / total, 1)) for name, n in ours[:top]],
+        "by_package": [(name, round(100 * n / total, 1)) for name, n in packages.most_common(top)],
+    }
+
+
+def _package_of(frame: str) -> str:
+    """`f (email/generator.py:115)` → `email`; `f (dispatcher/channels/email.py:9)` → `dispatcher/channels`."""
+    _, _, where = frame.rpartition("(")
+    path = where.split(":")[0]
+    parts = path.split("/")
+    if parts[0] == "dispatcher" and len(parts) > 2:
+        return "/".join(parts[:2])
+    return parts[0] if len(parts) > 1 else path
+
+
+# --------------------------------------------------------------------------------------------------- dispatcher
+
+
+def run_dispatcher(
+    ctx: Context,
+    scenario: str,
+    *,
+    contacts: dict[str, Any],
+    channels: dict[str, Any],
+    count: int,
+    rate: float,
+    expected: int,
+    timeout_s: float,
+) -> Measurement:
+    """Publish `count` events (at `rate`, 0 = burst) and wait for `expected` messages at the sinks."""
+    workdir = ctx.workdir / f"{scenario}-dispatcher"
+    broker = mosquitto_in(workdir)
+    daemon = Daemon(workdir, broker=broker, contacts=contacts, channels=channels)
+    times_path = workdir / "times.json"
+    notes: list[str] = []
+    with running(broker, daemon):
+        daemon.start()
+        ctx.sinks.reset()
+        sampler = RssSampler(daemon.pid).start()
+        before = daemon.stats()
+        sinks_before = process_stats(ctx.sinks.pid).cpu_s
+        assert broker.process is not None
+        broker_before = process_stats(broker.process.pid).cpu_s
+        machine_before, wall_before = machine_busy_s(), time.time()
+        profilers = start_profiler(daemon.pid, scenario) if scenario in ctx.profile else []
+        process = publisher(broker.port, count, rate, scenario, times_path)
+        arrived = ctx.sinks.wait_for(expected, timeout_s=timeout_s, stall_s=30)
+        published = finish(process)
+        stop_profiler(profilers)
+        after = daemon.stats()
+        sinks_cpu_s = process_stats(ctx.sinks.pid).cpu_s - sinks_before
+        broker_cpu_s = process_stats(broker.process.pid).cpu_s - broker_before
+        machine_s, wall_s = machine_busy_s() - machine_before, time.time() - wall_before
+        sampler.stop()
+        metrics = daemon.metrics()
+        status = daemon.stop()
+        if arrived < expected:
+            notes.append(f"only {arrived} of {expected} messages arrived")
+        errors = daemon.log_lines_matching('"level": "error"', limit=3)
+        if errors:
+            notes.append("daemon errors: " + " | ".join(errors))
+        if status not in (0, None):
+            notes.append(f"daemon exited with {status} on SIGTERM")
+    times = json.loads(times_path.read_text())
+    messages, seconds, per_s, latency = arrival_figures(ctx.sinks.arrivals(), times, scenario)
+    return Measurement(
+        scenario=scenario, system="dispatcher", expected=expected, arrived=messages, seconds=round(seconds, 2),
+        per_s=round(per_s, 1), latency=latency, cpu_s=round(after.cpu_s - before.cpu_s, 2),
+        peak_mb=round(after.hwm_mb, 1),
+        extra={
+            "published": published.get("acked"),
+            "sinks_cpu_s": round(sinks_cpu_s, 2),
+            "broker_cpu_s": round(broker_cpu_s, 2),
+            "publisher_cpu_s": published.get("cpu_s"),
+            "machine": machine_load(machine_s, wall_s, after.cpu_s - before.cpu_s + sinks_cpu_s + broker_cpu_s
+                                    + float(published.get("cpu_s") or 0)),
+            "deliveries": {k: v for k, v in metrics.items() if k.startswith("dispatcher_deliveries_total") and v},
+            "rss": sampler.summary(),
+        },
+        notes=notes,
+    )
+
+
+def run_volume(ctx: Context) -> Measurement:
+    """Scenario e: many events planned into suppressed rows (threshold `none`), memory sampled every second."""
+    count = ctx.sizes.e
+    workdir = ctx.workdir / "e-dispatcher"
+    broker = mosquitto_in(workdir)
+    contacts = {"root": {"email": ["root@example.com"], "receives": {"email": "none"}}}
+    daemon = Daemon(workdir, broker=broker, contacts=contacts)
+    times_path = workdir / "times.json"
+    notes: list[str] = []
+    with running(broker, daemon):
+        daemon.start()
+        sampler = RssSampler(daemon.pid, interval_s=1.0).start()
+        before = daemon.stats()
+        start = time.time()
+        machine_before = machine_busy_s()
+        assert broker.process is not None
+        broker_before = process_stats(broker.process.pid).cpu_s
+        process = publisher(broker.port, count, 0, "e", times_path)
+        deadline = time.monotonic() + max(300, count / 300)
+        planned = received = 0.0
+        last_change, last_planned = time.monotonic(), -1.0
+        curve: list[tuple[float, float, float, float]] = []  # (s since start, RSS MB, recorded, planned)
+        while time.monotonic() < deadline:
+            received = daemon.metric("dispatcher_events_received_total")
+            planned = daemon.metric("dispatcher_deliveries_total", outcome="suppressed")
+            rss_mb = daemon.stats().rss_mb
+            curve.append((round(time.time() - start, 1), round(rss_mb, 1), received, planned))
+            if planned != last_planned:
+                last_planned, last_change = planned, time.monotonic()
+            if planned >= count or time.monotonic() - last_change > 60:
+                break
+            if rss_mb > RSS_ABORT_MB:
+                notes.append(f"stopped early: RSS {rss_mb:.0f} MB passed {RSS_ABORT_MB:.0f} MB")
+                break
+            time.sleep(1.0)
+        done = time.time()
+        published = finish(process)
+        after = daemon.stats()
+        assert broker.process is not None
+        ours_s = after.cpu_s - before.cpu_s + float(published.get("cpu_s") or 0)
+        ours_s += process_stats(broker.process.pid).cpu_s - broker_before
+        machine = machine_load(machine_busy_s() - machine_before, time.time() - start, ours_s)
+        sampler.stop()
+        store_live_mb = sum(p.stat().st_size for p in workdir.glob(f"{daemon.db_path.name}*")) / 2**20
+        status = daemon.stop()
+        store_mb = sum(p.stat().st_size for p in workdir.glob(f"{daemon.db_path.name}*")) / 2**20
+        if planned < count:
+            notes.append(f"only {planned:.0f} of {count} events planned ({received:.0f} recorded) before giving up")
+        if status not in (0, None):
+            notes.append(f"daemon exited with {status} on SIGTERM")
+    seconds = done - start
+    rss = sampler.summary()
+    flat = rss.get("growth_after_warmup_mb", 0.0) <= FLAT_TOLERANCE_MB
+    return Measurement(
+        scenario="e", system="dispatcher", expected=count, arrived=int(planned), seconds=round(seconds, 1),
+        per_s=round(planned / seconds, 1), latency=summarize_latencies_ms([]),
+        cpu_s=round(after.cpu_s - before.cpu_s, 1),
+        peak_mb=round(after.hwm_mb, 1),
+        extra={
+            "received": received, "published": published.get("acked"), "rss": rss, "memory_flat": flat,
+            "machine": machine,
+            "store_mb_running": round(store_live_mb, 1), "store_mb_after_stop": round(store_mb, 1),
+            "curve": curve,
+            "backlog_max": max((r - p for _, _, r, p in curve), default=0),
+        },
+        notes=notes,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------ ceiling
+
+
+def run_ceiling(ctx: Context, scenario: str, kind: str, count: int, rate: float) -> Measurement:
+    times_path = ctx.workdir / f"{scenario}-ceiling-times.json"
+    ctx.sinks.reset()
+    machine_before, wall_before = machine_busy_s(), time.time()
+    sinks_before = process_stats(ctx.sinks.pid).cpu_s
+    target = ["--url", f"{ctx.sinks.http_url}/hook"] if kind == "http" else ["--port", str(ctx.sinks.smtp_port)]
+    process = subprocess.Popen(
+        [
+            PYTHON, str(BENCH / "ceiling.py"), kind, *target, "--count", str(count), "--rate", str(rate),
+            "--prefix", scenario, "--times", str(times_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    result = finish(process)
+    ctx.sinks.wait_for(count, timeout_s=30, stall_s=5)
+    ours_s = result.get("cpu_s", 0.0) + process_stats(ctx.sinks.pid).cpu_s - sinks_before
+    machine = machine_load(machine_busy_s() - machine_before, time.time() - wall_before, ours_s)
+    times = json.loads(times_path.read_text())
+    messages, seconds, per_s, latency = arrival_figures(ctx.sinks.arrivals(), times, scenario)
+    notes = [f"{result['errors']} send errors"] if result.get("errors") else []
+    what = "aiohttp, 50 in flight" if kind == "http" else "aiosmtplib, 8 connections"
+    return Measurement(
+        scenario=scenario, system="ceiling", expected=count, arrived=messages, seconds=round(seconds, 2),
+        per_s=round(per_s, 1), latency=latency, cpu_s=round(result.get("cpu_s", 0.0), 2), peak_mb=None,
+        extra={"client": what, "machine": machine}, notes=notes,
+    )
+
+
+# ------------------------------------------------------------------------------------------------- Alertmanager
+
+ALERTMANAGER_CONFIG = """\
+route:
+  receiver: sink
+  group_by: ['...']
+  group_wait: 0s
+  group_interval: 5m
+  repeat_interval: 4h
+receivers:
+  - name: sink
+    webhook_configs:
+      - url: {url}
+        send_resolved: false
+"""
+
+
+def alertmanager_binary() -> str | None:
+    """The Alertmanager binary; installed with apt if missing and we are root. None (with a message) if not."""
+    found = need("prometheus-alertmanager") or need("alertmanager")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        print("peer: prometheus-alertmanager is not installed and cannot be installed here; peer skipped",
+              file=sys.stderr)
+        return None
+    print("peer: installing prometheus-alertmanager with apt-get …", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    result = subprocess.run(
+        ["apt-get", "install", "-y", "-q", "prometheus-alertmanager"], env=env, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+        result = subprocess.run(
+            ["apt-get", "install", "-y", "-q", "prometheus-alertmanager"], env=env, capture_output=True, text=True
+        )
+    found = need("prometheus-alertmanager")
+    if found is None:
+        print(f"peer: apt-get could not install prometheus-alertmanager; peer skipped:\n{result.stderr[-500:]}",
+              file=sys.stderr)
+    return found
+
+
+class Alertmanager:
+    """An Alertmanager on loopback: no cluster, its own storage in `workdir`, a webhook to the sink."""
+
+    def __init__(self, binary: str, workdir: Path, webhook_url: str) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        config = workdir / "alertmanager.yml"
+        config.write_text(ALERTMANAGER_CONFIG.format(url=webhook_url))
+        self.command = [
+            binary, f"--config.file={config}", f"--storage.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn",
+        ]
+        self.log_path = workdir / "alertmanager.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Alertmanager:
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(self.command, stdout=log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if http_get(f"{self.url}/-/ready", timeout_s=1)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"Alertmanager was not ready: see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None
+
+
+def run_alertmanager(ctx: Context, scenario: str, count: int, rate: float, binary: str) -> Measurement:
+    workdir = ctx.workdir / f"{scenario}-alertmanager"
+    manager = Alertmanager(binary, workdir, f"{ctx.sinks.http_url}/am")
+    times_path = workdir / "times.json"
+    notes: list[str] = []
+    with running(manager):
+        manager.start()
+        assert manager.process is not None
+        pid = manager.process.pid
+        ctx.sinks.reset()
+        before = process_stats(pid)
+        machine_before, wall_before = machine_busy_s(), time.time()
+        sinks_before = process_stats(ctx.sinks.pid).cpu_s
+        process = subprocess.Popen(
+            [
+                PYTHON, str(BENCH / "publish.py"), "alertmanager", "--url", manager.url, "--count", str(count),
+                "--rate", str(rate), "--prefix", scenario, "--times", str(times_path),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        arrived = ctx.sinks.wait_for(count, timeout_s=max(120, count / 100), stall_s=30)
+        published = finish(process)
+        after = process_stats(pid)
+        ours_s = (
+            after.cpu_s - before.cpu_s + process_stats(ctx.sinks.pid).cpu_s - sinks_before
+            + float(published.get("cpu_s") or 0)
+        )
+        machine = machine_load(machine_busy_s() - machine_before, time.time() - wall_before, ours_s)
+        if published.get("errors"):
+            notes.append(f"{published['errors']} alert batches refused")
+        if arrived < count:
+            notes.append(f"only {arrived} of {count} alerts arrived")
+    times = json.loads(times_path.read_text())
+    messages, seconds, per_s, latency = arrival_figures(ctx.sinks.arrivals(), times, scenario)
+    return Measurement(
+        scenario=scenario, system="alertmanager", expected=count, arrived=messages, seconds=round(seconds, 2),
+        per_s=round(per_s, 1), latency=latency, cpu_s=round(after.cpu_s - before.cpu_s, 2),
+        peak_mb=round(after.hwm_mb, 1), extra={"version": "Debian prometheus-alertmanager", "machine": machine},
+        notes=notes,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- scenarios
+
+
+def scenario_a(ctx: Context, peer: str | None) -> list[Measurement]:
+    count = ctx.sizes.a
+    results = [
+        run_dispatcher(
+            ctx, "a", contacts={"hook": {"posturl": [f"{ctx.sinks.http_url}/hook"]}},
+            channels={"posturl": {"concurrency": 50}}, count=count, rate=0, expected=count,
+            timeout_s=max(120, count / 50),
+        ),
+        run_ceiling(ctx, "a", "http", count, 0),
+    ]
+    if peer:
+        results.append(run_alertmanager(ctx, "a", count, 0, peer))
+    return results
+
+
+def email_channel(ctx: Context) -> dict[str, Any]:
+    sender = "Server notices <root@bench.example.com>"
+    return {"email": {"host": "127.0.0.1", "port": ctx.sinks.smtp_port, "from": sender}}
+
+
+def scenario_b(ctx: Context, peer: str | None) -> list[Measurement]:
+    count = ctx.sizes.b
+    return [
+        run_dispatcher(
+            ctx, "b", contacts={"ops": {"email": ["ops@example.com"]}}, channels=email_channel(ctx), count=count,
+            rate=0, expected=count, timeout_s=max(120, count / 50),
+        ),
+        run_ceiling(ctx, "b", "smtp", count, 0),
+    ]
+
+
+def scenario_c(ctx: Context, peer: str | None) -> list[Measurement]:
+    events, fanout = ctx.sizes.c_events, ctx.sizes.c_fanout
+    addresses = [f"user{n:03d}@example.com" for n in range(fanout)]
+    return [
+        run_dispatcher(
+            ctx, "c", contacts={"list": {"email": addresses}}, channels=email_channel(ctx), count=events, rate=0,
+            expected=events * fanout, timeout_s=max(120, events * fanout / 50),
+        ),
+        run_ceiling(ctx, "c", "smtp", events * fanout, 0),
+    ]
+
+
+def scenario_d(ctx: Context, peer: str | None) -> list[Measurement]:
+    rate, seconds = ctx.sizes.d_rate, ctx.sizes.d_seconds
+    count = int(rate * seconds)
+    results = [
+        run_dispatcher(
+            ctx, "d", contacts={"hook": {"posturl": [f"{ctx.sinks.http_url}/hook"]}},
+            channels={"posturl": {"concurrency": 50}}, count=count, rate=rate, expected=count,
+            timeout_s=seconds + 120,
+        ),
+        run_ceiling(ctx, "d", "http", count, rate),
+    ]
+    if peer:
+        results.append(run_alertmanager(ctx, "d", count, rate, peer))
+    return results
+
+
+def scenario_e(ctx: Context, peer: str | None) -> list[Measurement]:
+    return [run_volume(ctx)]
+
+
+SCENARIOS = {"a": scenario_a, "b": scenario_b, "c": scenario_c, "d": scenario_d, "e": scenario_e}
+TITLES = {
+    "a": "burst → Post to URL",
+    "b": "burst → email",
+    "c": "fan-out 1 event → 200 emails",
+    "d": "steady 1,000/s → Post to URL",
+    "e": "volume: planner + store, no network",
+}
+
+
+# ------------------------------------------------------------------------------------------------------ report
+
+
+def goals(measurement: Measurement, peer: Measurement | None) -> list[str]:
+    """Each goal of the brief this measurement is held to, with ✔ or ✘."""
+    marks = []
+
+    def check(ok: bool, text: str) -> None:
+        marks.append(f"{'✔' if ok else '✘'} {text}")
+
+    if measurement.peak_mb is not None:
+        check(measurement.peak_mb < MEMORY_GOAL_MB, f"peak < {MEMORY_GOAL_MB:.0f} MB")
+    if measurement.scenario == "a":
+        check(measurement.per_s >= 3000, "≥ 3,000/s")
+        if peer is not None:
+            check(measurement.per_s >= peer.per_s, "≥ Alertmanager")
+    if measurement.scenario == "b":
+        check(measurement.per_s >= 1500, "≥ 1,500/s")
+    if measurement.scenario == "d":
+        check(measurement.latency["p99_ms"] < 50, "p99 < 50 ms")
+    if measurement.scenario == "e":
+        check(bool(measurement.extra.get("memory_flat")), f"RSS flat (±{FLAT_TOLERANCE_MB:.0f} MB)")
+    if measurement.arrived < measurement.expected:
+        check(False, "all delivered")
+    return marks
+
+
+def ratio(value: float, base: float | None) -> str:
+    if not base or value != value or base != base:
+        return "–"
+    return f"{value / base:.2f}×"
+
+
+def report(results: list[Measurement]) -> tuple[str, dict[str, Any]]:
+    table = Table(
+        [
+            "scenario", "system", "messages", "s", "msg/s", "÷ ceiling", "÷ peer", "p50 ms", "p99 ms", "max ms",
+            "CPU s", "peak MB", "others' CPU s", "goals",
+        ]
+    )
+    by_key = {(m.scenario, m.system): m for m in results}
+    rows = []
+    for m in results:
+        ceiling = by_key.get((m.scenario, "ceiling"))
+        peer = by_key.get((m.scenario, "alertmanager"))
+        ceiling_ratio = ratio(m.per_s, ceiling.per_s) if ceiling and m.system != "ceiling" else "–"
+        peer_ratio = ratio(m.per_s, peer.per_s) if peer and m.system != "alertmanager" else "–"
+        marks = goals(m, peer) if m.system == "dispatcher" else []
+        arrived = f"{m.arrived:,}" if m.arrived == m.expected else f"{m.arrived:,} of {m.expected:,}"
+        table.add(
+            f"{m.scenario}: {TITLES[m.scenario]}", m.system, arrived, m.seconds, m.per_s, ceiling_ratio,
+            peer_ratio, m.latency["p50_ms"], m.latency["p99_ms"], m.latency["max_ms"], m.cpu_s, m.peak_mb,
+            m.extra.get("machine", {}).get("others_cpu_s"), " ".join(marks),
+        )
+        row = asdict(m)
+        row["of_ceiling"] = round(m.per_s / ceiling.per_s, 3) if ceiling and ceiling.per_s else None
+        row["of_peer"] = round(m.per_s / peer.per_s, 3) if peer and peer.per_s else None
+        if peer and m.system == "dispatcher" and m.scenario == "d":
+            row["p99_of_peer"] = round(m.latency["p99_ms"] / peer.latency["p99_ms"], 3)
+        if ceiling and m.system == "dispatcher" and m.scenario == "d":
+            row["p99_of_ceiling"] = round(m.latency["p99_ms"] / ceiling.latency["p99_ms"], 3)
+        row["goals"] = marks
+        rows.append(row)
+    lines = [table.markdown()]
+    for m in results:
+        for note in m.notes:
+            lines.append(f"- {m.scenario}/{m.system}: {note}")
+        if m.scenario == "e":
+            rss = m.extra["rss"]
+            lines.append(
+                f"- e: RSS first {rss.get('first_mb')} MB, max {rss.get('max_mb')} MB, last {rss.get('last_mb')} MB;"
+                f" means per tenth of the run {rss.get('decile_means_mb')}; growth after warm-up"
+                f" {rss.get('growth_after_warmup_mb')} MB. Store: {m.extra['store_mb_running']} MB while running"
+                f" (with WAL), {m.extra['store_mb_after_stop']} MB after stop."
+            )
+    return "\n".join(lines), {"results": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="about a tenth of the full sizes (a few minutes)")
+    parser.add_argument("--scenario", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--profile", nargs="?", const="a", default="", help="py-spy the daemon during these scenarios (default: a)"
+    )
+    parser.add_argument("--no-peer", action="store_true", help="skip Alertmanager")
+    args = parser.parse_args()
+    chosen = [name.strip() for name in args.scenario.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}: choose from {', '.join(SCENARIOS)}")
+    sizes = QUICK if args.quick else FULL
+    peer = None if args.no_peer or not ({"a", "d"} & set(chosen)) else alertmanager_binary()
+    results: list[Measurement] = []
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
+        workdir = Path(tmp)
+        sinks = Sinks(workdir).start()
+        profiled = {name.strip() for name in args.profile.split(",") if name.strip()}
+        ctx = Context(sizes=sizes, workdir=workdir, sinks=sinks, profile=profiled)
+        with running(sinks):
+            for name in chosen:
+                print(f"scenario {name}: {TITLES[name]} …", file=sys.stderr, flush=True)
+                started = time.monotonic()
+                results.extend(SCENARIOS[name](ctx, peer))
+                print(f"scenario {name}: done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    text, data = report(results)
+    data.update(
+        mode="quick" if args.quick else "full", sizes=asdict(sizes), cpus=os.cpu_count(),
+        command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), when=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+    for name in sorted(profiled & set(chosen)):
+        if not (RESULTS / f"profile-{name}.txt").exists():
+            continue
+        profile = summarize_profile(RESULTS / f"profile-{name}.txt")
+        data[f"profile_{name}"] = profile
+        text += f"\n\nprofile (scenario {name}), share of samples — self:\n" + "\n".join(
+            f"  {share:5.1f}%  {function}" for function, share in profile["self"]
+        )
+        text += "\ninclusive (dispatcher's own functions):\n" + "\n".join(
+            f"  {share:5.1f}%  {function}" for function, share in profile["total"]
+        )
+        text += "\nself, by package:\n" + "\n".join(
+            f"  {share:5.1f}%  {package}" for package, share in profile["by_package"]
+        )
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"run-{data['mode']}.json").write_text(json.dumps(data, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(data, indent=2))
+
+
+if __name__ == "__main__":
+    main()

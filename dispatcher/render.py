@@ -648,6 +648,13 @@ def _build_environment(loader: jinja2.BaseLoader) -> ImmutableSandboxedEnvironme
     return env
 
 
+def _describe(err: BaseException) -> str:
+    """An error as one log value: its kind, its message and, for template errors, the line."""
+    line = getattr(err, "lineno", None)
+    message = getattr(err, "message", None) or str(err)
+    return f"{type(err).__name__}: {message}" + (f" (line {line})" if line else "")
+
+
 def _error_location(err: BaseException) -> tuple[str | None, int | None]:
     """The template file and line an error comes from (Jinja rewrites tracebacks to template frames)."""
     if isinstance(err, jinja2.TemplateSyntaxError):
@@ -680,6 +687,7 @@ class Renderer:
             _build_environment(jinja2.FileSystemLoader([str(self.shipped_dir)])) if self.override_dir else self._env
         )
         self._sets: dict[str, _TemplateSet | None] = {}
+        self._broken: dict[str, tuple[str, str]] = {}  # type → (template, error) of templates that do not compile
         self._alert_views: dict[str, dict[str, Any]] = {}
         self._fallback: _TemplateSet | None = None
 
@@ -709,11 +717,17 @@ class Renderer:
     def _templates_for(self, event_type: str) -> _TemplateSet:
         if event_type in self._sets:
             cached = self._sets[event_type]
-            return cached if cached is not None else self._fallback_set()
+            if cached is not None:
+                return cached
+            broken = self._broken.get(event_type)
+            if broken is not None:  # said again for every notice it affects, not only the first
+                log.error("template_failed", template=broken[0], error=broken[1], event_type=event_type)
+            return self._fallback_set()
         try:
             loaded = self._load(self._env, event_type)
         except _RenderFailed as failed:
-            log.error("template_failed", template=failed.template, error=str(failed.error), event_type=event_type)
+            self._broken[event_type] = (failed.template, _describe(failed.error))
+            log.error("template_failed", template=failed.template, error=_describe(failed.error), event_type=event_type)
             loaded = None
         else:
             if loaded is None and event_type in self.catalog and event_type != FALLBACK_TYPE:
@@ -805,7 +819,7 @@ class Renderer:
             log.error(
                 "template_failed",
                 template=failed.template,
-                error=f"{type(failed.error).__name__}: {failed.error}",
+                error=_describe(failed.error),
                 line=lineno,
                 event_type=event.type,
                 event_id=event.id,

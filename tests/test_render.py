@@ -325,8 +325,8 @@ def test_override_can_replace_the_layout(tmp_path: Path) -> None:
 
 
 def test_broken_override_falls_back_and_is_reported(tmp_path: Path) -> None:
-    """An override with a syntax error makes the notice fall back to Application/base, logs the template's name,
-    and `check()` reports the file with its line."""
+    """An override with a syntax error makes the notice fall back to Application/base, logs the template's name
+    (for every notice it affects), and `check()` reports the file with its line."""
     (tmp_path / "AutoSSL").mkdir()
     broken = tmp_path / "AutoSSL" / "CertificateInstalled.html.j2"
     broken.write_text(
@@ -343,6 +343,11 @@ def test_broken_override_falls_back_and_is_reported(tmp_path: Path) -> None:
     assert message.subject == f"[{HOST}] AutoSSL notice: CertificateInstalled"
     assert "AutoSSL reported the event" in squash(message.text)
     assert "example.com" in message.text  # the fallback still shows the data
+    with capture_logs() as again:
+        renderer.render(example_event("AutoSSL/CertificateInstalled"), importance=Importance.LOW, recipient=SYSTEM)
+    assert [entry["template"] for entry in again if entry["event"] == "template_failed"] == [
+        "AutoSSL/CertificateInstalled.html.j2"
+    ], "every notice that falls back is logged, not only the first"
     issues = renderer.check()
     assert any(issue.startswith(f"{broken}:3: ") for issue in issues), issues
 

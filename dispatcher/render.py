@@ -600,7 +600,7 @@ class _Environment(ImmutableSandboxedEnvironment):
 
     `data.domain` on a plain dict is an item, not an attribute: trying the item first skips the failing attribute
     lookup (and its exception) that Jinja does otherwise, which matters at one lookup per field per message. A
-    field named like a dict method (`items`, `keys`) therefore reads the field.
+    field named like a dict method (`items`, `keys`) therefore reads the field, and a blank field is missing.
     """
 
     def __init__(self, **options: Any) -> None:
@@ -624,9 +624,14 @@ class _Environment(ImmutableSandboxedEnvironment):
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict:
             try:
-                return obj[attribute]
+                value = obj[attribute]
             except KeyError:
                 pass
+            else:
+                # A blank string says no more than a missing field: let it read `(not given)` and be false.
+                if type(value) is str and (not value or value.isspace()):
+                    return self.undefined(obj=obj, name=attribute)
+                return value
         return super().getattr(obj, attribute)
 
 

@@ -169,6 +169,14 @@ def test_every_type_renders_without_data(renderer: Renderer, event_type: str) ->
     assert "None" not in message.text and "None" not in message.subject
 
 
+def test_blank_fields_read_as_not_given(renderer: Renderer) -> None:
+    """A field sent as an empty string reads like a missing one, never as an empty spot in a sentence."""
+    event = example_event("Backup/Transport", error="  ")
+    message = renderer.render(event, importance=Importance.MEDIUM, recipient=SYSTEM)
+    assert f"The error was: {NOT_GIVEN}" in squash(message.text)
+    assert re.search(r"^Error: +\(not given\)$", message.text, re.M)
+
+
 def test_text_parts_fit_72_columns(renderer: Renderer) -> None:
     """Text parts are wrapped at 72 columns; only single words longer than that (URLs, paths) stick out."""
     for alert in CATALOG:

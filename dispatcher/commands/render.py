@@ -14,7 +14,6 @@ from typing import Any
 from ..catalog import load_catalog
 from ..errors import UsageError
 from ..events import _TYPE_RE, Event
-from ..logs import configure_logging
 from ..render import TEXT_ONLY_CHANNELS, Renderer
 from ..routing.importance import effective_importance
 from ..routing.recipients import Recipient
@@ -61,8 +60,6 @@ def preview_event(event_type: str, data: dict[str, Any], *, account: str | None,
 def handle(args: argparse.Namespace) -> int:
     if not _TYPE_RE.match(args.type):
         raise UsageError(f"render: {args.type!r} is not an event type of the form App/Event")
-    # Template errors are logged (and the preview shows the Application/base fallback); debug chatter is not.
-    configure_logging(debug=getattr(args, "debug", False))
     config = config_from(args)
     catalog = load_catalog()
     alert = catalog.get(args.type)

@@ -7,7 +7,6 @@ Every notification test runs twice: on a filesystem socket and on an abstract on
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import os
 import re
@@ -403,16 +402,7 @@ async def test_reload_before_ready_announces_nothing(
 # --------------------------------------------------------------------------------------------------- the daemon
 
 
-def _run_wires_supervise() -> bool:
-    from dispatcher.commands import run
-
-    return "supervise(" in inspect.getsource(run)
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not _run_wires_supervise(), reason="dispatcher/commands/run.py does not call systemd.supervise() yet"
-)
 async def test_daemon_notifies_ready_after_the_bus_and_stopping_on_sigterm(
     listener: NotifyListener,
     mosquitto: Mosquitto,

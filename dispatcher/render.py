@@ -354,11 +354,16 @@ _BULLET_RE = re.compile(r"^(\s*(?:[-*•]|\d{1,3}[.)])\s+)")
 _FACT_RE = re.compile(r"^(\s*[^\s:][^:]{0,30}:\s{2,})\S")
 
 
+# A text line indented this much is a command or a path listing: wrapping it would break copy and paste.
+CODE_INDENT = "    "
+
+
 def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
     """Wrap every line longer than `width` at word boundaries, keeping indentation and hanging list items.
 
-    Words longer than a line (URLs, paths) are never broken. Trailing spaces go, runs of blank lines become
-    one, and the text ends with exactly one newline.
+    Words longer than a line (URLs, paths) are never broken, nor are lines indented by four spaces or more:
+    those are commands to copy and paste. Trailing spaces go, runs of blank lines become one, and the text
+    ends with exactly one newline.
     """
     out: list[str] = []
     blank = False
@@ -371,7 +376,7 @@ def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
             blank = True
             continue
         blank = False
-        if len(line) <= width:
+        if len(line) <= width or line.startswith(CODE_INDENT):
             out.append(line)
             continue
         match = _BULLET_RE.match(line) or _FACT_RE.match(line)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 BROKER_CONFIG = """\
 listener {port} 127.0.0.1
+{listener_options}
 user {user}
 allow_anonymous true
 max_queued_messages 0
@@ -49,7 +50,8 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
 class Mosquitto:
     """One mosquitto process; `restart()` keeps its port and its persisted sessions."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, listener_options: str = "") -> None:
+        """`listener_options`: lines for the listener (TLS files, for instance)."""
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise RuntimeError("mosquitto is not installed: run scripts/setup (it installs it with apt)")
@@ -57,7 +59,11 @@ class Mosquitto:
         self.state_dir = state_dir
         self.port = free_port()
         self.config_path = state_dir / "mosquitto.conf"
-        self.config_path.write_text(BROKER_CONFIG.format(port=self.port, state_dir=state_dir, user=getpass.getuser()))
+        self.config_path.write_text(
+            BROKER_CONFIG.format(
+                port=self.port, state_dir=state_dir, user=getpass.getuser(), listener_options=listener_options
+            )
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -4,7 +4,8 @@
     .venv/bin/python bench/publish.py alertmanager --url http://127.0.0.1:9093 --count 50000 [--rate 1000]
 
 MQTT: QoS 1 on `events/Backup/Failure`, one JSON event per message with `id` `<prefix>-<n>` and `data.sent_at`
-(epoch seconds when it was handed to the client: in a burst that includes waiting behind the earlier messages).
+(epoch seconds when it was handed to the client). A burst keeps `--inflight` messages unacknowledged by the broker
+and sends the next as soon as one is acknowledged, so it goes as fast as the broker takes them.
 Alertmanager: `POST /api/v2/alerts` in batches, each alert labelled `event_id`, `sent_at` in its annotations.
 `--rate 0` (the default) is a burst; otherwise messages are spaced to that rate. It waits until the broker (or
 Alertmanager) has acknowledged everything, then prints one JSON line: count, first/last publish, acked-at times;
@@ -39,9 +40,14 @@ def publish_mqtt(port: int, count: int, rate: float, prefix: str, inflight: int,
     acked = 0
     all_acked = threading.Event()
     lock = threading.Lock()
+    # At most `inflight` messages handed to paho and not yet acknowledged. paho scans its whole outgoing queue
+    # on every PUBACK (`_update_inflight`), so handing it a whole burst at once makes publishing quadratic: a
+    # burst of 50,000 then crawls and the publisher, not the daemon, sets the pace.
+    window = threading.Semaphore(inflight)
 
     def on_publish(client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         nonlocal acked
+        window.release()
         with lock:
             acked += 1
             if acked >= count:
@@ -57,6 +63,7 @@ def publish_mqtt(port: int, count: int, rate: float, prefix: str, inflight: int,
     first = last = 0.0
     for index in range(count):
         _pace(start, index, rate)
+        window.acquire()
         now = time.time()
         payload = {"id": f"{prefix}-{index}", "type": EVENT_TYPE, "data": {"sent_at": now, "seq": index}}
         client.publish(TOPIC, json.dumps(payload), qos=1)

@@ -121,25 +121,52 @@ def record_plans(
     return pending
 
 
-def load_pending(conn: sqlite3.Connection) -> list[PendingDelivery]:
-    """Every pending delivery, soonest due first (resuming after a restart)."""
+_PENDING_COLUMNS = (
+    "d.id, d.event_id, d.importance, d.recipient, d.recipient_kind, d.channel, d.target, d.target_label,"
+    " d.attempts, d.created_at, d.next_attempt_at, e.body"
+)
+
+
+def _with_events(rows: Iterable[tuple[Any, ...]]) -> list[tuple[PendingDelivery, Event]]:
+    return [(PendingDelivery(*row[:-1]), Event.from_json(row[-1])) for row in rows]
+
+
+def load_unplanned(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[tuple[int, Event]]:
+    """Recorded events not yet planned, after `after_seq`, oldest first, as (seq, event)."""
     rows = conn.execute(
-        "SELECT id, event_id, importance, recipient, recipient_kind, channel, target, target_label, attempts,"
-        " created_at, next_attempt_at FROM deliveries WHERE status = 'pending' ORDER BY next_attempt_at, id"
+        "SELECT seq, body FROM events WHERE planned = 0 AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
     ).fetchall()
-    return [PendingDelivery(*row) for row in rows]
+    return [(seq, Event.from_json(body)) for seq, body in rows]
 
 
-def load_events(conn: sqlite3.Connection, event_ids: Iterable[str]) -> dict[str, Event]:
-    ids = list(set(event_ids))
-    found: dict[str, Event] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for (body,) in conn.execute(f"SELECT body FROM events WHERE id IN ({marks})", chunk):
-            event = Event.from_json(body)
-            found[event.id] = event
-    return found
+def load_pending_page(conn: sqlite3.Connection, after_id: int, limit: int) -> list[tuple[PendingDelivery, Event]]:
+    """Pending deliveries with their events, by id after `after_id` (resuming what a previous run left)."""
+    rows = conn.execute(
+        f"SELECT {_PENDING_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id"
+        " WHERE d.status = 'pending' AND d.id > ? ORDER BY d.id LIMIT ?",
+        (after_id, limit),
+    ).fetchall()
+    return _with_events(rows)
+
+
+def load_due_retries(conn: sqlite3.Connection, now: float, limit: int) -> list[tuple[PendingDelivery, Event]]:
+    """Pending deliveries that were tried before and whose next attempt is due, soonest first."""
+    rows = conn.execute(
+        f"SELECT {_PENDING_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id"
+        " WHERE d.status = 'pending' AND d.attempts > 0 AND d.next_attempt_at <= ?"
+        " ORDER BY d.next_attempt_at LIMIT ?",
+        (now, limit),
+    ).fetchall()
+    return _with_events(rows)
+
+
+def next_retry_due(conn: sqlite3.Connection, after: float) -> float | None:
+    """When the next retry not yet due falls due, or None if no delivery waits for one."""
+    row = conn.execute(
+        "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending' AND attempts > 0 AND next_attempt_at > ?",
+        (after,),
+    ).fetchone()
+    return None if row[0] is None else float(row[0])
 
 
 def mark_sent(conn: sqlite3.Connection, delivery_id: int, attempts: int, now: float) -> None:

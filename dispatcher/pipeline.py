@@ -6,18 +6,19 @@
         retryable  → row keeps pending with next_attempt_at (backoff with jitter, Retry-After honoured)
         permanent, or out of attempts/time → row failed, and an iContact/SendIMFailed event in the same transaction
 
-Nothing lives only in memory: the queues and the retry heap are rebuilt from the store at start, so a crash
-at any point resumes the work (a send whose success was not yet recorded may be repeated once).
+Nothing lives only in memory. Events wait in the store until the planner reads them, and retries wait there
+until due, so memory holds only the deliveries queued or in flight, and the planner pauses while those pass
+`BACKLOG_HIGH`: a burst of a million events costs disk, not RAM. A crash at any point resumes the work (a
+send whose success was not yet recorded may be repeated once).
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,11 +32,13 @@ from .levels import Importance
 from .outbox import (
     NewDelivery,
     PendingDelivery,
-    load_events,
-    load_pending,
+    load_due_retries,
+    load_pending_page,
+    load_unplanned,
     mark_failed,
     mark_retry,
     mark_sent,
+    next_retry_due,
     record_plans,
 )
 from .render import Renderer
@@ -54,6 +57,15 @@ SEND_IM_FAILED = "iContact/SendIMFailed"
 DRAIN_GRACE_S = 10.0
 # Events planned per store transaction.
 PLAN_BATCH = 256
+# Deliveries held in memory (queued or in flight): planning pauses above HIGH and resumes below LOW.
+BACKLOG_HIGH = 2000
+BACKLOG_LOW = 1000
+# Retries read from the store per query.
+RETRY_BATCH = 500
+# Rendered messages kept for reuse: a fan-out renders the same notice for one recipient once.
+RENDER_CACHE_SIZE = 128
+
+Job = tuple[PendingDelivery, Event]
 
 
 def backoff_delay_s(attempts: int, policy: DeliveryConfig, retry_after_s: float | None, rng: random.Random) -> float:
@@ -101,13 +113,6 @@ def channel_timeout_s(channel: Channel) -> float:
     return float(value or 30)
 
 
-@dataclass(order=True)
-class _Due:
-    due: float
-    delivery_id: int
-    delivery: PendingDelivery = field(compare=False)
-
-
 class Pipeline:
     """Plans recorded events and delivers them; `run()` until `stop()`, then drains and leaves the rest pending."""
 
@@ -130,13 +135,16 @@ class Pipeline:
         self.rng = random.Random()
         self.renderer = Renderer(catalog, templates_dir=config.templates.dir, hostname=config.hostname)
         self.channels = build_channels(config)
-        self._to_plan: asyncio.Queue[Event] = asyncio.Queue()
-        self._ready: dict[str, asyncio.Queue[PendingDelivery]] = {}
+        self._plan_wakeup = asyncio.Event()  # set after new events are committed
+        self._plan_cursor = 0  # the last event seq the planner has read
+        self._ready: dict[str, asyncio.Queue[Job]] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
-        self._retry_heap: list[_Due] = []
+        self._claimed: set[int] = set()  # delivery ids queued or in flight
+        self._room = asyncio.Event()  # set while the backlog is below BACKLOG_HIGH (and again below LOW)
+        self._room.set()
         self._retry_wakeup = asyncio.Event()
-        self._events: dict[str, Event] = {}  # events with deliveries in hand
-        self._open_deliveries: dict[str, int] = {}  # event id -> deliveries of it in hand
+        self._next_retry_at: float | None = 0.0  # "due now": the first pass asks the store
+        self._rendered: OrderedDict[tuple[str, str, str, str], Message] = OrderedDict()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._retired_channels: list[Channel] = []
@@ -144,15 +152,15 @@ class Pipeline:
     # -- intake side -------------------------------------------------------------------------------------------
 
     def events_recorded(self, events: Sequence[Event]) -> None:
-        """Called after new events are committed: plan them."""
-        for event in events:
-            self._to_plan.put_nowait(event)
+        """Called after new events are committed: the planner reads them from the store."""
+        self._plan_wakeup.set()
 
     def apply_config(self, config: Config, sources: Sequence[RecipientSource]) -> None:
         """A reloaded config: new renderer, channels and sources for what is planned and attempted from now on."""
         self.config = config
         self.sources = list(sources)
         self.renderer = Renderer(self.catalog, templates_dir=config.templates.dir, hostname=config.hostname)
+        self._rendered.clear()
         self._retired_channels.extend(self.channels.values())  # closed at stop: sends in flight may still use them
         self.channels = build_channels(config)
 
@@ -160,14 +168,13 @@ class Pipeline:
 
     async def run(self) -> None:
         """Resume what the store holds, then plan and deliver until `stop()`."""
-        await self._resume()
+        for name, channel in self.channels.items():
+            self._slots[name] = asyncio.Semaphore(channel_concurrency(channel))
         async with asyncio.TaskGroup() as tasks:
-            loops = [
-                tasks.create_task(self._plan_loop(), name="planner"),
-                tasks.create_task(self._retry_loop(), name="retry-scheduler"),
-            ]
-            for name in self.channels:
-                loops.append(tasks.create_task(self._channel_loop(name), name=f"channel-{name}"))
+            loops = [tasks.create_task(self._channel_loop(name), name=f"channel-{name}") for name in self.channels]
+            await self._resume()
+            loops.append(tasks.create_task(self._plan_loop(), name="planner"))
+            loops.append(tasks.create_task(self._retry_loop(), name="retry-scheduler"))
             await self._stopping.wait()
             for task in loops:
                 task.cancel()
@@ -177,24 +184,25 @@ class Pipeline:
         self._stopping.set()
 
     async def _resume(self) -> None:
-        unplanned = await self.store.unplanned_events(limit=1_000_000)
-        for _, event in unplanned:
-            self._to_plan.put_nowait(event)
-        pending = await self.store.run(load_pending)
-        if pending:
-            events = await self.store.run(lambda conn: load_events(conn, [p.event_id for p in pending]))
-            self._events.update(events)
-            for delivery in pending:
-                self._hold(delivery)
-                if delivery.channel in self.channels:
-                    self._schedule(delivery)
-                else:  # its channel's plugin was uninstalled, or the config dropped it
-                    event = self._events[delivery.event_id]
+        """Queue the deliveries a previous run left pending (due ones now; the others when due)."""
+        after_id, resumed = 0, 0
+        now = self.clock()
+        while page := await self.store.run(
+            lambda conn, after_id=after_id: load_pending_page(conn, after_id, RETRY_BATCH)
+        ):
+            after_id = page[-1][0].id
+            for delivery, event in page:
+                if delivery.channel not in self.channels:  # its plugin was uninstalled, or the config dropped it
                     await self._failed(
                         delivery, event, delivery.attempts, f"channel {delivery.channel} is not available"
                     )
-        if unplanned or pending:
-            log.info("pipeline_resumed", unplanned_events=len(unplanned), pending_deliveries=len(pending))
+                elif delivery.next_attempt_at <= now:
+                    await self._room.wait()
+                    self._enqueue(delivery, event)
+                    resumed += 1
+            self._retry_wakeup.set()  # the scheduler finds the ones not yet due
+        if resumed:
+            log.info("pipeline_resumed", pending_deliveries=resumed)
 
     async def _drain(self) -> None:
         if self._in_flight:
@@ -214,10 +222,15 @@ class Pipeline:
 
     async def _plan_loop(self) -> None:
         while True:
-            batch = [await self._to_plan.get()]
-            while len(batch) < PLAN_BATCH and not self._to_plan.empty():
-                batch.append(self._to_plan.get_nowait())
-            await self._plan_batch(batch)
+            await self._room.wait()
+            # Cleared before reading: an event committed after this read sets it again.
+            self._plan_wakeup.clear()
+            batch = await self.store.run(lambda conn: load_unplanned(conn, self._plan_cursor, PLAN_BATCH))
+            if not batch:
+                await self._plan_wakeup.wait()
+                continue
+            self._plan_cursor = batch[-1][0]
+            await self._plan_batch([event for _, event in batch])
 
     async def plan(self, event: Event) -> Plan:
         """The plan for one event under the current config (also what `dispatcher routes` shows)."""
@@ -275,7 +288,6 @@ class Pipeline:
                 deliveries=len(plan.deliveries),
                 suppressed=len(plan.suppressed),
             )
-            self._events[event.id] = event
         now = self.clock()
         ids = [event.id for event in planned]
         try:
@@ -284,46 +296,58 @@ class Pipeline:
             # Still unplanned in the store: planned again at the next start.
             log.exception("plan_recording_failed", events=len(ids))
             return
+        events = {event.id: event for event in planned}
         for delivery in pending:
-            self._hold(delivery)
-            self._schedule(delivery)
-        for event in planned:
-            if event.id not in self._open_deliveries:
-                self._events.pop(event.id, None)
+            self._enqueue(delivery, events[delivery.event_id])
 
     # -- scheduling --------------------------------------------------------------------------------------------
 
-    def _hold(self, delivery: PendingDelivery) -> None:
-        self._open_deliveries[delivery.event_id] = self._open_deliveries.get(delivery.event_id, 0) + 1
+    def _enqueue(self, delivery: PendingDelivery, event: Event) -> None:
+        """Hand a due delivery to its channel's workers; it counts against the backlog until it is settled."""
+        self._claimed.add(delivery.id)
+        if len(self._claimed) >= BACKLOG_HIGH:
+            self._room.clear()
+        if delivery.channel not in self._slots:
+            # No workers for it (a channel a reload added or dropped): the attempt records why it cannot go.
+            task = asyncio.create_task(self._attempt(delivery, event), name=f"deliver-{delivery.id}")
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+            return
+        self._ready_queue(delivery.channel).put_nowait((delivery, event))
 
-    def _release(self, delivery: PendingDelivery) -> None:
-        left = self._open_deliveries.get(delivery.event_id, 1) - 1
-        if left <= 0:
-            self._open_deliveries.pop(delivery.event_id, None)
-            self._events.pop(delivery.event_id, None)
-        else:
-            self._open_deliveries[delivery.event_id] = left
+    def _settle(self, delivery: PendingDelivery) -> None:
+        """The delivery left memory (sent, failed or waiting in the store for a retry)."""
+        self._claimed.discard(delivery.id)
+        if len(self._claimed) <= BACKLOG_LOW:
+            self._room.set()
 
-    def _schedule(self, delivery: PendingDelivery) -> None:
-        if delivery.next_attempt_at <= self.clock():
-            self._ready_queue(delivery.channel).put_nowait(delivery)
-        else:
-            heapq.heappush(self._retry_heap, _Due(delivery.next_attempt_at, delivery.id, delivery))
-            self._retry_wakeup.set()
-
-    def _ready_queue(self, channel: str) -> asyncio.Queue[PendingDelivery]:
+    def _ready_queue(self, channel: str) -> asyncio.Queue[Job]:
         if channel not in self._ready:
             self._ready[channel] = asyncio.Queue()
         return self._ready[channel]
 
+    def _retry_at(self, due: float) -> None:
+        """A delivery waits in the store until `due`: make sure the scheduler wakes by then."""
+        if self._next_retry_at is None or due < self._next_retry_at:
+            self._next_retry_at = due
+            self._retry_wakeup.set()
+
     async def _retry_loop(self) -> None:
+        """Move retries that fall due from the store to the ready queues; sleep until the next one is due."""
         while True:
-            now = self.clock()
-            while self._retry_heap and self._retry_heap[0].due <= now:
-                due = heapq.heappop(self._retry_heap)
-                self._ready_queue(due.delivery.channel).put_nowait(due.delivery)
             self._retry_wakeup.clear()
-            wait_s = self._retry_heap[0].due - now if self._retry_heap else None
+            now = self.clock()
+            if self._next_retry_at is not None and self._next_retry_at <= now:
+                await self._room.wait()
+                limit = RETRY_BATCH + len(self._claimed)  # claimed retries are due too: skip past them
+                due = await self.store.run(lambda conn, now=now, limit=limit: load_due_retries(conn, now, limit))
+                fresh = [(delivery, event) for delivery, event in due if delivery.id not in self._claimed]
+                for delivery, event in fresh[:RETRY_BATCH]:
+                    self._enqueue(delivery, event)
+                if len(fresh) > RETRY_BATCH:
+                    continue  # more are due
+                self._next_retry_at = await self.store.run(lambda conn, now=now: next_retry_due(conn, now))
+            wait_s = None if self._next_retry_at is None else max(0.0, self._next_retry_at - self.clock())
             try:
                 await asyncio.wait_for(self._retry_wakeup.wait(), wait_s)
             except TimeoutError:
@@ -331,11 +355,11 @@ class Pipeline:
 
     async def _channel_loop(self, name: str) -> None:
         queue = self._ready_queue(name)
-        slots = self._slots.setdefault(name, asyncio.Semaphore(channel_concurrency(self.channels[name])))
+        slots = self._slots[name]
         while True:
-            delivery = await queue.get()
+            delivery, event = await queue.get()
             await slots.acquire()
-            task = asyncio.create_task(self._attempt(delivery), name=f"deliver-{delivery.id}")
+            task = asyncio.create_task(self._attempt(delivery, event), name=f"deliver-{delivery.id}")
             self._in_flight.add(task)
 
             def finished(done: asyncio.Task[None], slots: asyncio.Semaphore = slots) -> None:
@@ -346,17 +370,14 @@ class Pipeline:
 
     # -- one attempt -------------------------------------------------------------------------------------------
 
-    async def _attempt(self, delivery: PendingDelivery) -> None:
+    async def _attempt(self, delivery: PendingDelivery, event: Event) -> None:
         try:
-            await self._attempt_once(delivery)
-        except Exception:
+            await self._attempt_once(delivery, event)
+        except Exception:  # e.g. the store failing: the row stays pending for the next start
             log.exception("delivery_attempt_crashed", channel=delivery.channel, delivery_id=delivery.id)
+            self._settle(delivery)
 
-    async def _attempt_once(self, delivery: PendingDelivery) -> None:
-        event = self._events.get(delivery.event_id)
-        if event is None:
-            found = await self.store.run(lambda conn: load_events(conn, [delivery.event_id]))
-            event = found[delivery.event_id]
+    async def _attempt_once(self, delivery: PendingDelivery, event: Event) -> None:
         with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
             attempts = delivery.attempts + 1
             channel = self.channels.get(delivery.channel)
@@ -379,16 +400,24 @@ class Pipeline:
                 await self._sent(delivery, event, attempts)
 
     def render(self, event: Event, delivery: PendingDelivery) -> Message:
-        recipient = Recipient(kind=delivery.recipient_kind, name=delivery.recipient, targets={}, thresholds=None)
-        return self.renderer.render(
-            event, importance=Importance.parse(delivery.importance), recipient=recipient, channel=delivery.channel
-        )
+        """The message for `delivery`; rendered once per (event, recipient, channel), so a fan-out renders once."""
+        key = (event.id, delivery.recipient_kind, delivery.recipient, delivery.channel)
+        message = self._rendered.get(key)
+        if message is None:
+            recipient = Recipient(kind=delivery.recipient_kind, name=delivery.recipient, targets={}, thresholds=None)
+            message = self.renderer.render(
+                event, importance=Importance.parse(delivery.importance), recipient=recipient, channel=delivery.channel
+            )
+            self._rendered[key] = message
+            if len(self._rendered) > RENDER_CACHE_SIZE:
+                self._rendered.popitem(last=False)
+        return message
 
     async def _sent(self, delivery: PendingDelivery, event: Event, attempts: int) -> None:
         now = self.clock()
         # Shielded: once the far end has the message, its record must be written even if we are being stopped.
         await asyncio.shield(self.store.run(lambda conn: mark_sent(conn, delivery.id, attempts, now)))
-        self._release(delivery)
+        self._settle(delivery)
         self.metrics.deliveries.labels(delivery.channel, "sent").inc()
         self.metrics.delivery_latency.labels(delivery.channel).observe(max(0.0, now - event.received_at.timestamp()))
         log.info(
@@ -434,21 +463,8 @@ class Pipeline:
             retry_in_s=round(delay_s, 3),
             delivery_id=delivery.id,
         )
-        retry = PendingDelivery(
-            id=delivery.id,
-            event_id=delivery.event_id,
-            importance=delivery.importance,
-            recipient=delivery.recipient,
-            recipient_kind=delivery.recipient_kind,
-            channel=delivery.channel,
-            target=delivery.target,
-            target_label=delivery.target_label,
-            attempts=attempts,
-            created_at=delivery.created_at,
-            next_attempt_at=due,
-        )
-        if not self._stopping.is_set():
-            self._schedule(retry)
+        self._settle(delivery)  # it waits in the store; the scheduler takes it back when due
+        self._retry_at(due)
 
     async def _failed(self, delivery: PendingDelivery, event: Event, attempts: int, error: str) -> None:
         now = self.clock()
@@ -456,7 +472,7 @@ class Pipeline:
         await asyncio.shield(
             self.store.run(lambda conn: mark_failed(conn, delivery.id, attempts, error, now, follow_up))
         )
-        self._release(delivery)
+        self._settle(delivery)
         self.metrics.deliveries.labels(delivery.channel, "failed").inc()
         log.error(
             "delivery_failed",

@@ -29,6 +29,12 @@ def rewrite(config: Path, change: Callable[[dict[str, Any]], None]) -> None:
     config.write_text(yaml.safe_dump(document, sort_keys=False))
 
 
+async def planned(daemon: RunningDaemon, http: aiohttp.ClientSession, event_id: str) -> bool:
+    """Whether the event's deliveries (sent, pending or suppressed) are recorded."""
+    response = await http.get(f"{daemon.base_url}/api/v1/deliveries", params={"event_id": event_id}, headers=daemon.auth)
+    return bool((await response.json())["deliveries"])
+
+
 async def metric_line(http: aiohttp.ClientSession, daemon: RunningDaemon, name: str) -> str:
     text = await (await http.get(f"{daemon.base_url}/metrics")).text()
     return next(line for line in text.splitlines() if line.startswith(name + " "))
@@ -45,6 +51,7 @@ async def test_a_changed_threshold_applies_to_the_next_event(
         )
         daemon = await start_daemon(config)
         await submit(daemon, http, type="Application/base", id="before", data={"message": "m"})
+        await wait_until(lambda: planned(daemon, http, "before"))
         rewrite(config, lambda doc: doc["contacts"]["root"]["receives"].update(email="all"))
         assert await daemon.dispatcher.reload(config)
         await submit(daemon, http, type="Application/base", id="after", data={"message": "m"})

@@ -84,8 +84,9 @@ class Dispatcher:
         fresh = await self.store.add_events(events, source)
         new_events = [event for event, is_new in zip(events, fresh, strict=True) if is_new]
         for event, is_new in zip(events, fresh, strict=True):
+            # Debug: `event_planned` follows at info for every new event, with what it led to.
             if is_new:
-                log.info("event_recorded", event_id=event.id, event_type=event.type, source=source)
+                log.debug("event_recorded", event_id=event.id, event_type=event.type, source=source)
             else:
                 log.info("event_duplicate", event_id=event.id, event_type=event.type, source=source)
         if new_events:

@@ -194,17 +194,25 @@ class Store:
             log.error("store_commit_failed", error=str(err), jobs=len(batch))
             failure = StoreError(f"store write failed: {err}")
             outcomes = [(job, False, failure) for job in batch]
+        # One wake-up per event loop for the whole group, not one per job: waking a loop is a syscall.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for job, ok, value in outcomes:
-            job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
+            by_loop.setdefault(job.loop, []).append((job.future, ok, value))
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError:  # that loop is closed: nobody waits for these any more
+                pass
 
 
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.cancelled():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in settled:
+        if future.cancelled():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 def insert_events(conn: sqlite3.Connection, events: Iterable[Event], source: str) -> list[bool]:

@@ -17,7 +17,6 @@ Suppressions of a whole recipient (rules 1-3) have no channel and no target; the
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -151,6 +150,7 @@ async def plan_event(
     """Plan `event`: its effective importance, the candidates of every source (in the order of `sources`), `plan()`."""
     alert = catalog.get(event.type)
     importance = effective_importance(event.type, config, catalog)
-    proposals = await asyncio.gather(*(source.candidates(event, alert, config) for source in sources))
-    candidates = [candidate for proposal in proposals for candidate in proposal]
+    # One source after the other: most answer without waiting (system contacts; an event without an account),
+    # and gather() would cost a task per source per event.
+    candidates = [candidate for source in sources for candidate in await source.candidates(event, alert, config)]
     return plan(event, alert, importance, candidates, channels)

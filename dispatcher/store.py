@@ -114,20 +114,6 @@ class Store:
         """Record events durably; for each, True if it is new, False if its id was already recorded."""
         return await self.run(lambda conn: insert_events(conn, events, source))
 
-    async def unplanned_events(self, limit: int = 1000) -> list[tuple[int, Event]]:
-        """Recorded events whose deliveries are not yet planned, oldest first, as (seq, event)."""
-
-        def query(conn: sqlite3.Connection) -> list[tuple[int, Event]]:
-            rows = conn.execute(
-                "SELECT seq, body FROM events WHERE planned = 0 ORDER BY seq LIMIT ?", (limit,)
-            ).fetchall()
-            return [(seq, Event.from_json(body)) for seq, body in rows]
-
-        return await self.run(query)
-
-    async def count_events(self) -> int:
-        return await self.run(lambda conn: conn.execute("SELECT count(*) FROM events").fetchone()[0])
-
     # -- the thread ---------------------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:

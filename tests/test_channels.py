@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email
+import email.message
+import email.policy
 import hashlib
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from email.headerregistry import Address
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from dispatcher.channels import (
@@ -28,7 +35,9 @@ from dispatcher.channels import (
     available_channels,
     parse_retry_after,
 )
+from dispatcher.channels.email import _SIMPLE_ADDRESS
 from dispatcher.config import EmailChannelConfig, PostUrlChannelConfig, PushbulletChannelConfig, Secret
+from dispatcher.errors import ConfigError
 
 from .servers import FakePushbullet, SmtpSink, WebhookSink, new_token
 
@@ -318,6 +327,230 @@ async def test_email_rejects_a_malformed_address_permanently(smtp: SmtpSink, mak
         error = await expect_failure(channel.send(make_message(), target))
         assert not error.retryable, target
     assert smtp.connections == 0
+
+
+# --- email: the message bytes ------------------------------------------------------------------------------------
+
+# What the channel does to a header value: every line break (CR, LF and the rest of str.splitlines()'s) becomes
+# a space, then the ends are stripped.
+LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]+")
+
+
+def as_header(value: str) -> str:
+    return LINE_BREAKS.sub(" ", value).strip()
+
+
+def as_body(text: str) -> str:
+    """`text` as a reader gets it back from a part: LF line ends, ending with one."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text if text.endswith("\n") else text + "\n"
+
+
+def parse_mail(data: bytes) -> email.message.EmailMessage:
+    """`data` parsed as a mail reader would (the stdlib's modern policy, LF line ends as in a local mailbox)."""
+    return email.message_from_bytes(data.replace(b"\r\n", b"\n"), policy=email.policy.default)  # type: ignore[return-value]
+
+
+def head_lines(data: bytes) -> list[bytes]:
+    head, _, _ = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")
+
+
+def assert_well_formed(data: bytes) -> None:
+    """CRLF only, no line over 78 columns, a head of header lines and folded continuations, no parser defect."""
+    assert b"\r\n" in data and b"\n" not in data.replace(b"\r\n", b"") and b"\r" not in data.replace(b"\r\n", b"")
+    long_lines = [line for line in data.split(b"\r\n") if len(line) > 78]
+    assert long_lines == []
+    for line in head_lines(data):
+        assert line[:1] in (b" ", b"\t") or re.fullmatch(rb"[A-Za-z-]+:( .*)?", line), line
+    parsed = parse_mail(data)
+    assert parsed.defects == []
+    assert all(part.defects == [] for part in parsed.walk())
+    assert all(parsed[name].defects == () for name in parsed.keys())
+
+
+def email_channel() -> EmailChannel:
+    return EmailChannel(email_config(), hostname=HOSTNAME)
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Disk usage warning for bob",
+        "Backup failed on server1 – “nightly”",
+        "Sauvegarde échouée : le disque /home est plein à 100 % sur server1.example.com, veuillez agir",
+        "The nightly backup of every account on server1.example.com failed because the disk holding /backup is full",
+        "x" * 200,
+        "Über " * 40,
+        "备份失败：磁盘已满" * 6,
+        "Emoji 🔥🔥 in a subject 🔥 that is long enough to need more than one encoded word 🔥🔥🔥🔥",
+        "Looks encoded =?utf-8?q?hello?= but is not",
+        "two  spaces,   three   spaces, and a tab\there",
+        "control \x00\x07\x7f characters",
+        "",
+    ],
+)
+def test_email_subject_round_trips_and_folds(subject: str) -> None:
+    """Any subject (non-ASCII, long, unbreakable, encoded-word look-alike, control characters) reads back exactly,
+    in header lines of at most 78 columns; a long ASCII subject with spaces is folded, not encoded."""
+    data = email_channel().build_message(make_message(subject=subject), "admin@example.com")
+    assert_well_formed(data)
+    assert parse_mail(data)["Subject"] == subject.strip()
+    if subject.startswith("The nightly backup of every"):
+        assert b"=?" not in data.partition(b"\r\n\r\n")[0]
+
+
+def test_email_line_breaks_in_any_header_value_add_no_header() -> None:
+    """Every kind of line break, in a short or long, ASCII or non-ASCII value, is collapsed: no header is added."""
+    subject = "Échec\r\nBcc: victim@example.net\u2028X-A: 1\x85X-B: 2\vX-C: 3 " + "long " * 20
+    message = make_message(subject=subject, event_id="é\nX-Injected: yes", event_type="A/B\u2029X-Injected: yes")
+    data = email_channel().build_message(message, "admin@example.com")
+    assert_well_formed(data)
+    parsed = parse_mail(data)
+    assert [name for name in parsed.keys() if name.startswith("X-") and not name.startswith("X-Dispatcher")] == []
+    assert parsed["Bcc"] is None
+    assert parsed["Subject"] == as_header(subject)
+    assert parsed["X-Dispatcher-Event-Id"] == "é X-Injected: yes"
+    assert parsed["X-Dispatcher-Event-Type"] == "A/B X-Injected: yes"
+
+
+@pytest.mark.parametrize(
+    "from_addr",
+    [
+        "Équipe serveurs – surveillance <root@server1.example.com>",
+        '"Notices, Inc." <root@server1.example.com>',
+        "The operations and infrastructure monitoring team of Example Hosting Ltd <root@server1.example.com>",
+        '"Überwachung der Server von Example Hosting, Abteilung Betrieb und Wartung" <root@server1.example.com>',
+        "root@server1.example.com",
+    ],
+)
+async def test_email_from_display_names(from_addr: str, smtp: SmtpSink, make_channel: Any) -> None:
+    """The configured From reads back with its display name (non-ASCII, quoted, long) and address; the envelope
+    sender is the bare address."""
+    channel = make_channel(EmailChannel, email_config(port=smtp.port, from_addr=from_addr))
+    await channel.send(make_message(), "admin@example.com")
+    [mail] = await smtp.wait_for(1)
+    assert_well_formed(mail.data)
+    assert mail.mail_from == "root@server1.example.com"
+    [sender] = mail.message["From"].addresses
+    assert sender.addr_spec == "root@server1.example.com"
+    expected = email.policy.default.header_factory("From", from_addr).addresses[0].display_name
+    assert sender.display_name == expected
+
+
+def test_email_rejects_a_from_that_is_not_one_address() -> None:
+    """A From that is not exactly one address is a configuration error, raised when the channel is built."""
+    for from_addr in ["a@example.com, b@example.com", "no address here"]:
+        with pytest.raises(ConfigError):
+            EmailChannel(email_config(from_addr=from_addr), hostname=HOSTNAME)
+
+
+BODY_TEXT = (
+    "Lines a dot would end or mbox would mangle:\n"
+    ".\n"
+    "..\n"
+    ".hidden file removed\n"
+    "From here on, nothing works.\n"
+    "From \n"
+    "From\n"
+    "A very long line " + "without breaks " * 300 + "\n"
+    "Unbreakable: " + "x" * 3000 + "\n"
+    "Trailing spaces and a tab   \t\n"
+    "Windows line end\r\n"
+    "Old Mac line end\r"
+    "Non-ASCII: disk full ✓ – é ü 🔥 = 100 %\n"
+    "=3D is not an escape here, nor =?utf-8?q?x?=\n"
+    "No newline at the end"
+)
+BODY_HTML = (
+    '<p style="color:#101828">The nightly backup <b>failed</b> – “disk full” ✓</p>\n'
+    + "<p>"
+    + "word " * 2000
+    + "</p>\n.\n.line\nFrom the desk of root\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "html", "encoding"),
+    [
+        (BODY_TEXT, BODY_HTML, "quoted-printable"),
+        ("Резервное копирование не удалось: диск заполнен.\n.\nFrom сервер\n" * 20, "<p>备份失败</p>" * 50, "base64"),
+        ("", "", "quoted-printable"),
+    ],
+)
+async def test_email_bodies_round_trip(text: str, html: str, encoding: str, smtp: SmtpSink, make_channel: Any) -> None:
+    """Text and HTML come back exactly (line ends as LF) through a real SMTP session: lines of only or starting
+    with ".", lines starting "From ", very long lines, trailing white space, CR and CRLF line ends, non-ASCII
+    (quoted-printable, base64 for mostly non-Latin text). No line of the message exceeds 78 columns or starts with
+    "From "."""
+    channel = make_channel(EmailChannel, email_config(port=smtp.port))
+    await channel.send(make_message(text=text, html=html), "admin@example.com")
+    [mail] = await smtp.wait_for(1)
+    assert_well_formed(mail.data)
+    assert not any(line.startswith(b"From ") for line in mail.data.split(b"\r\n"))
+    text_part, html_part = mail.message.iter_parts()
+    assert (text_part["Content-Transfer-Encoding"], html_part["Content-Transfer-Encoding"]) == (encoding, encoding)
+    assert text_part.get_content() == as_body(text)
+    assert html_part.get_content() == as_body(html)
+
+
+def test_email_message_ids_and_boundaries_are_unique() -> None:
+    """No two messages share a Message-ID or a boundary, within a channel or across two; no boundary occurs in
+    the parts it separates."""
+    channels = [email_channel(), email_channel()]
+    ids: set[bytes] = set()
+    boundaries: set[bytes] = set()
+    count = 0
+    for n in range(1000):
+        for channel in channels:
+            data = channel.build_message(make_message(text=f"same text {n % 3}"), "admin@example.com")
+            # Read with regular expressions (parsing 2,000 messages would be slow); checked against the parser once.
+            [message_id] = re.findall(rb"^Message-ID: (\S+)\r$", data, re.MULTILINE)
+            [boundary] = re.findall(rb'^Content-Type: multipart/alternative; boundary="([^"]+)"\r$', data, re.MULTILINE)
+            # In the Content-Type header, the two delimiters and the close delimiter: nowhere else.
+            assert data.count(boundary) == 4
+            assert data.count(b"\r\n--" + boundary + b"\r\n") == 2 and data.endswith(b"\r\n--" + boundary + b"--\r\n")
+            ids.add(message_id)
+            boundaries.add(boundary)
+            count += 1
+    assert len(ids) == len(boundaries) == count
+    parsed = parse_mail(data)
+    assert (parsed["Message-ID"].encode(), parsed.get_boundary().encode()) == (message_id, boundary)  # type: ignore[union-attr]
+
+
+async def test_email_non_ascii_domain_goes_with_smtputf8(smtp: SmtpSink, make_channel: Any) -> None:
+    """An address with a non-ASCII domain is sent with SMTPUTF8 (the sink offers it) and read back intact."""
+    channel = make_channel(EmailChannel, email_config(port=smtp.port))
+    await channel.send(make_message(), "admin@exämple.com")
+    [mail] = await smtp.wait_for(1)
+    assert mail.rcpt_tos == ("admin@exämple.com",)
+    assert mail.message["To"] == "admin@exämple.com"
+
+
+@given(st.from_regex(_SIMPLE_ADDRESS, fullmatch=True))
+def test_email_simple_address_shortcut_agrees_with_the_full_parse(address: str) -> None:
+    """Every address the fast path accepts is one the stdlib's full parse accepts and gives back unchanged."""
+    parsed = Address(addr_spec=address)
+    assert parsed.domain and parsed.addr_spec == address
+
+
+HEADER_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200)
+
+
+@settings(max_examples=300, deadline=None)
+@given(subject=HEADER_TEXT, event_id=HEADER_TEXT, text=HEADER_TEXT, html=HEADER_TEXT)
+def test_email_any_message_reads_back(subject: str, event_id: str, text: str, html: str) -> None:
+    """Whatever the subject, event id and bodies hold, the message is well formed and reads back to them
+    (header values with line breaks collapsed, bodies with LF line ends)."""
+    message = make_message(subject=subject, event_id=event_id, text=text, html=html)
+    data = email_channel().build_message(message, "admin@example.com")
+    assert_well_formed(data)
+    parsed = parse_mail(data)
+    assert parsed["Subject"] == as_header(subject)
+    assert parsed["X-Dispatcher-Event-Id"] == as_header(event_id)
+    text_part, html_part = parsed.iter_parts()
+    assert text_part.get_content() == as_body(text)
+    assert html_part.get_content() == as_body(html)
 
 
 # --- pushbullet -------------------------------------------------------------------------------------------------

@@ -4,6 +4,12 @@ Every read and write goes through `await store.run(fn)`, which runs `fn(conn)` i
 The thread takes every job that is waiting, runs each in its own savepoint and commits them together:
 group commit, so that many small durable writes (one per accepted event) cost one fsync between them.
 A job that raises is rolled back alone and its caller gets the exception; the others still commit.
+
+Durability has two levels. By default a commit is fsynced before `run` returns (`synchronous=FULL`): what
+the daemon acknowledges (an event, a contact's change) survives a power cut. The pipeline's own bookkeeping
+(plans, delivery states) passes `durable=False`: committed before `run` returns, so it survives the process
+being killed, but fsynced only with the next durable commit or checkpoint. A power cut can then at worst
+repeat a send, never lose an event; and a burst of deliveries does not cost one fsync per group.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class _Job:
     fn: Callable[[sqlite3.Connection], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    durable: bool
 
 
 _STOP = object()
@@ -99,13 +106,16 @@ class Store:
         self._thread = None
         log.info("store_closed", path=str(self.path))
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(conn)` in the store's thread, inside a transaction that is committed before this returns."""
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run `fn(conn)` in the store's thread, inside a transaction that is committed before this returns.
+
+        `durable=False`: the commit need not be fsynced yet (see the module's docstring).
+        """
         if self._thread is None:
             raise StoreError("the store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, loop, future))
+        self._jobs.put(_Job(fn, loop, future, durable))
         return await future
 
     # -- events -------------------------------------------------------------------------------------------------
@@ -142,6 +152,7 @@ class Store:
             return
         started(None)
         conn = self._conn
+        self._synchronous = "FULL"
         stopping = False
         while not stopping:
             batch = [self._jobs.get()]
@@ -159,6 +170,10 @@ class Store:
 
     def _run_group(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         outcomes: list[tuple[_Job, bool, Any]] = []
+        synchronous = "FULL" if any(job.durable for job in batch) else "NORMAL"
+        if synchronous != self._synchronous and not self.readonly:
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._synchronous = synchronous
         try:
             conn.execute("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
             for job in batch:

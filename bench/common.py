@@ -331,9 +331,9 @@ class Daemon:
     def stats(self) -> ProcessStats:
         return process_stats(self.pid)
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self, timeout_s: float = 5.0) -> dict[str, float]:
         """/metrics as {'name{labels}': value} (samples only, comments left out)."""
-        _, body = http_get(f"{self.url}/metrics")
+        _, body = http_get(f"{self.url}/metrics", timeout_s=timeout_s)
         values = {}
         for line in body.decode().splitlines():
             if line and not line.startswith("#"):

@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,14 +152,30 @@ def arrival_figures(
     return len(latencies), seconds, len(latencies) / seconds, summarize_latencies_ms(latencies)
 
 
+# Load generators and clients started by a scenario: killed if the scenario breaks before it collects them.
+CHILDREN: list[subprocess.Popen[str]] = []
+
+
+def spawn(command: list[str]) -> subprocess.Popen[str]:
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    CHILDREN.append(process)
+    return process
+
+
+def reap_children() -> None:
+    while CHILDREN:
+        process = CHILDREN.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def publisher(broker_port: int, count: int, rate: float, prefix: str, times_path: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    return spawn(
         [
             PYTHON, str(BENCH / "publish.py"), "mqtt", "--port", str(broker_port), "--count", str(count),
             "--rate", str(rate), "--prefix", prefix, "--times", str(times_path),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+        ]
     )
 
 
@@ -271,7 +288,11 @@ def run_dispatcher(
         broker_cpu_s = process_stats(broker.process.pid).cpu_s - broker_before
         machine_s, wall_s = machine_busy_s() - machine_before, time.time() - wall_before
         sampler.stop()
-        metrics = daemon.metrics()
+        try:
+            metrics = daemon.metrics(timeout_s=30)
+        except OSError as err:
+            metrics = {}
+            notes.append(f"/metrics did not answer: {err}")
         status = daemon.stop()
         if arrived < expected:
             notes.append(f"only {arrived} of {expected} messages arrived")
@@ -322,9 +343,16 @@ def run_volume(ctx: Context) -> Measurement:
         planned = received = 0.0
         last_change, last_planned = time.monotonic(), -1.0
         curve: list[tuple[float, float, float, float]] = []  # (s since start, RSS MB, recorded, planned)
+        unanswered = 0
         while time.monotonic() < deadline:
-            received = daemon.metric("dispatcher_events_received_total")
-            planned = daemon.metric("dispatcher_deliveries_total", outcome="suppressed")
+            try:
+                sample = daemon.metrics(timeout_s=10)
+            except OSError:  # timeouts too: the daemon did not answer /metrics within 10 s
+                unanswered += 1
+                sample = None
+            if sample is not None:
+                received = metric_sum(sample, "dispatcher_events_received_total")
+                planned = metric_sum(sample, "dispatcher_deliveries_total", outcome="suppressed")
             rss_mb = daemon.stats().rss_mb
             curve.append((round(time.time() - start, 1), round(rss_mb, 1), received, planned))
             if planned != last_planned:
@@ -336,6 +364,8 @@ def run_volume(ctx: Context) -> Measurement:
                 break
             time.sleep(1.0)
         done = time.time()
+        if process.poll() is None and planned < count:
+            process.kill()  # stopped early: the rest of the burst is of no use
         published = finish(process)
         after = daemon.stats()
         assert broker.process is not None
@@ -348,6 +378,8 @@ def run_volume(ctx: Context) -> Measurement:
         store_mb = sum(p.stat().st_size for p in workdir.glob(f"{daemon.db_path.name}*")) / 2**20
         if planned < count:
             notes.append(f"only {planned:.0f} of {count} events planned ({received:.0f} recorded) before giving up")
+        if unanswered:
+            notes.append(f"/metrics did not answer within 10 s {unanswered} time(s)")
         if status not in (0, None):
             notes.append(f"daemon exited with {status} on SIGTERM")
     seconds = done - start
@@ -360,7 +392,7 @@ def run_volume(ctx: Context) -> Measurement:
         peak_mb=round(after.hwm_mb, 1),
         extra={
             "received": received, "published": published.get("acked"), "rss": rss, "memory_flat": flat,
-            "machine": machine,
+            "machine": machine, "metrics_unanswered": unanswered,
             "store_mb_running": round(store_live_mb, 1), "store_mb_after_stop": round(store_mb, 1),
             "curve": curve,
             "backlog_max": max((r - p for _, _, r, p in curve), default=0),
@@ -378,13 +410,11 @@ def run_ceiling(ctx: Context, scenario: str, kind: str, count: int, rate: float)
     machine_before, wall_before = machine_busy_s(), time.time()
     sinks_before = process_stats(ctx.sinks.pid).cpu_s
     target = ["--url", f"{ctx.sinks.http_url}/hook"] if kind == "http" else ["--port", str(ctx.sinks.smtp_port)]
-    process = subprocess.Popen(
+    process = spawn(
         [
             PYTHON, str(BENCH / "ceiling.py"), kind, *target, "--count", str(count), "--rate", str(rate),
             "--prefix", scenario, "--times", str(times_path),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+        ]
     )
     result = finish(process)
     ctx.sinks.wait_for(count, timeout_s=30, stall_s=5)
@@ -496,13 +526,11 @@ def run_alertmanager(ctx: Context, scenario: str, count: int, rate: float, binar
         before = process_stats(pid)
         machine_before, wall_before = machine_busy_s(), time.time()
         sinks_before = process_stats(ctx.sinks.pid).cpu_s
-        process = subprocess.Popen(
+        process = spawn(
             [
                 PYTHON, str(BENCH / "publish.py"), "alertmanager", "--url", manager.url, "--count", str(count),
                 "--rate", str(rate), "--prefix", scenario, "--times", str(times_path),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
+            ]
         )
         arrived = ctx.sinks.wait_for(count, timeout_s=max(120, count / 100), stall_s=30)
         published = finish(process)
@@ -605,6 +633,25 @@ TITLES = {
 # ------------------------------------------------------------------------------------------------------ report
 
 
+def failed(scenario: str, err: BaseException) -> Measurement:
+    """A scenario that broke: reported as a row with nothing measured and the error."""
+    return Measurement(
+        scenario=scenario, system="dispatcher", expected=0, arrived=0, seconds=0.0, per_s=0.0,
+        latency=summarize_latencies_ms([]), cpu_s=None, peak_mb=None,
+        notes=[f"scenario failed: {type(err).__name__}: {err}"],
+    )
+
+
+def metric_sum(sample: dict[str, float], name: str, **labels: str) -> float:
+    """The sum of the samples of `name` (in a `Daemon.metrics()` answer) whose labels include `labels`."""
+    total = 0.0
+    for key, value in sample.items():
+        base, _, label_text = key.partition("{")
+        if base == name and all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            total += value
+    return total
+
+
 def goals(measurement: Measurement, peer: Measurement | None) -> list[str]:
     """Each goal of the brief this measurement is held to, with ✔ or ✘."""
     marks = []
@@ -669,7 +716,7 @@ def report(results: list[Measurement]) -> tuple[str, dict[str, Any]]:
     for m in results:
         for note in m.notes:
             lines.append(f"- {m.scenario}/{m.system}: {note}")
-        if m.scenario == "e":
+        if m.scenario == "e" and "rss" in m.extra:
             rss = m.extra["rss"]
             lines.append(
                 f"- e: RSS first {rss.get('first_mb')} MB, max {rss.get('max_mb')} MB, last {rss.get('last_mb')} MB;"
@@ -678,6 +725,17 @@ def report(results: list[Measurement]) -> tuple[str, dict[str, Any]]:
                 f" (with WAL), {m.extra['store_mb_after_stop']} MB after stop."
             )
     return "\n".join(lines), {"results": rows}
+
+
+def git_commit() -> str:
+    """The checkout measured: HEAD, with `+changes` if the working tree differs from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dispatcher"], cwd=REPO, capture_output=True,
+                               text=True)
+    except OSError:
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 def main() -> None:
@@ -706,12 +764,24 @@ def main() -> None:
             for name in chosen:
                 print(f"scenario {name}: {TITLES[name]} …", file=sys.stderr, flush=True)
                 started = time.monotonic()
-                results.extend(SCENARIOS[name](ctx, peer))
+                try:
+                    results.extend(SCENARIOS[name](ctx, peer))
+                except Exception as err:  # reported, and the other scenarios still run
+                    traceback.print_exc()
+                    results.append(failed(name, err))
+                finally:
+                    reap_children()
                 print(f"scenario {name}: done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+                # Written after every scenario, so a long run that breaks later keeps what it measured.
+                partial, _ = report(results)
+                print(partial, file=sys.stderr, flush=True)
+                RESULTS.mkdir(parents=True, exist_ok=True)
+                (RESULTS / "partial.json").write_text(json.dumps([asdict(m) for m in results], indent=2))
     text, data = report(results)
     data.update(
         mode="quick" if args.quick else "full", sizes=asdict(sizes), cpus=os.cpu_count(),
         command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), when=time.strftime("%Y-%m-%d %H:%M:%S"),
+        commit=git_commit(),
     )
     for name in sorted(profiled & set(chosen)):
         if not (RESULTS / f"profile-{name}.txt").exists():

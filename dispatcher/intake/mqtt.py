@@ -35,6 +35,10 @@ log = structlog.get_logger(__name__)
 MAX_BATCH = 1000
 # MQTT 5 session expiry "never": the broker keeps our session and queued QoS 1 messages while we are away.
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+# MQTT 5 Receive Maximum: at most this many unacknowledged QoS 1 messages in flight to us. Without it the
+# broker may send 65,535 at once, and a burst then waits in our memory (paho's per-message Properties cost
+# kilobytes each) instead of in the broker's queue. One window fills one batch, so one commit.
+RECEIVE_MAXIMUM = MAX_BATCH
 RECONNECT_INITIAL_S = 0.5
 RECONNECT_MAX_S = 30.0
 
@@ -117,6 +121,7 @@ class MqttIntake:
         if v5:
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = SESSION_NEVER_EXPIRES
+            properties.ReceiveMaximum = RECEIVE_MAXIMUM
         tls_context = None
         if self.bus.tls:
             tls_context = ssl.create_default_context(cafile=str(self.bus.ca_file) if self.bus.ca_file else None)

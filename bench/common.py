@@ -279,6 +279,7 @@ class Daemon:
         channels: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
         name: str = "dispatcher",
+        protocol: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.http_port = free_port()
@@ -289,7 +290,10 @@ class Daemon:
         token_path.write_text("bench-token\n")
         config: dict[str, Any] = {
             "hostname": "bench.example.com",
-            "bus": {"url": broker.url, "topic_prefix": "events", "client_id": f"{name}-bench"},
+            "bus": {
+                "url": broker.url, "topic_prefix": "events", "client_id": f"{name}-bench",
+                **({"protocol": protocol} if protocol else {}),
+            },
             "http": {"listen": f"127.0.0.1:{self.http_port}", "token_file": str(token_path)},
             "store": {"path": str(self.db_path)},
             "channels": channels or {},

@@ -114,6 +114,7 @@ class Context:
     workdir: Path
     sinks: Sinks
     profile: set[str]
+    protocol: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
@@ -266,7 +267,7 @@ def run_dispatcher(
     """Publish `count` events (at `rate`, 0 = burst) and wait for `expected` messages at the sinks."""
     workdir = ctx.workdir / f"{scenario}-dispatcher"
     broker = mosquitto_in(workdir)
-    daemon = Daemon(workdir, broker=broker, contacts=contacts, channels=channels)
+    daemon = Daemon(workdir, broker=broker, contacts=contacts, channels=channels, protocol=ctx.protocol)
     times_path = workdir / "times.json"
     notes: list[str] = []
     with running(broker, daemon):
@@ -327,7 +328,7 @@ def run_volume(ctx: Context) -> Measurement:
     workdir = ctx.workdir / "e-dispatcher"
     broker = mosquitto_in(workdir)
     contacts = {"root": {"email": ["root@example.com"], "receives": {"email": "none"}}}
-    daemon = Daemon(workdir, broker=broker, contacts=contacts)
+    daemon = Daemon(workdir, broker=broker, contacts=contacts, protocol=ctx.protocol)
     times_path = workdir / "times.json"
     notes: list[str] = []
     with running(broker, daemon):
@@ -747,6 +748,7 @@ def main() -> None:
         "--profile", nargs="?", const="a", default="", help="py-spy the daemon during these scenarios (default: a)"
     )
     parser.add_argument("--no-peer", action="store_true", help="skip Alertmanager")
+    parser.add_argument("--protocol", choices=["3.1.1", "5"], default=None, help="the daemon's bus.protocol")
     args = parser.parse_args()
     chosen = [name.strip() for name in args.scenario.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in SCENARIOS]
@@ -759,7 +761,7 @@ def main() -> None:
         workdir = Path(tmp)
         sinks = Sinks(workdir).start()
         profiled = {name.strip() for name in args.profile.split(",") if name.strip()}
-        ctx = Context(sizes=sizes, workdir=workdir, sinks=sinks, profile=profiled)
+        ctx = Context(sizes=sizes, workdir=workdir, sinks=sinks, profile=profiled, protocol=args.protocol)
         with running(sinks):
             for name in chosen:
                 print(f"scenario {name}: {TITLES[name]} …", file=sys.stderr, flush=True)
@@ -781,7 +783,7 @@ def main() -> None:
     data.update(
         mode="quick" if args.quick else "full", sizes=asdict(sizes), cpus=os.cpu_count(),
         command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), when=time.strftime("%Y-%m-%d %H:%M:%S"),
-        commit=git_commit(),
+        commit=git_commit(), protocol=args.protocol or "the config's default",
     )
     for name in sorted(profiled & set(chosen)):
         if not (RESULTS / f"profile-{name}.txt").exists():

@@ -32,7 +32,8 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-# The most jobs one transaction takes: bounds the latency a job can add to the ones behind it.
+# The most hand-overs (the jobs of one event-loop iteration each) one transaction takes: bounds the latency a
+# job can add to the ones behind it.
 MAX_GROUP = 512
 
 EVENTS_SCHEMA = """
@@ -68,7 +69,10 @@ class Store:
         self._schemas = [EVENTS_SCHEMA, *schemas]
         # Read-only: for commands that look at a running daemon's store (`routes`, `test`) and must not write to it.
         self.readonly = readonly
+        # The thread takes lists of jobs: `run` collects the jobs of one event-loop iteration and hands them
+        # over together, since every hand-over wakes the thread and passes the GIL back and forth.
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._collected: list[_Job] = []
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self.is_open = False
@@ -101,6 +105,7 @@ class Store:
         if self._thread is None:
             return
         self.is_open = False
+        self._hand_over()  # jobs collected in this loop iteration go before the stop
         self._jobs.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self._thread = None
@@ -115,8 +120,15 @@ class Store:
             raise StoreError("the store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, loop, future, durable))
+        if not self._collected:
+            loop.call_soon(self._hand_over)
+        self._collected.append(_Job(fn, loop, future, durable))
         return await future
+
+    def _hand_over(self) -> None:
+        if self._collected:
+            jobs, self._collected = self._collected, []
+            self._jobs.put(jobs)
 
     # -- events -------------------------------------------------------------------------------------------------
 
@@ -155,15 +167,15 @@ class Store:
         self._synchronous = "FULL"
         stopping = False
         while not stopping:
-            batch = [self._jobs.get()]
-            while len(batch) < MAX_GROUP:
+            handed = [self._jobs.get()]
+            while len(handed) < MAX_GROUP:
                 try:
-                    batch.append(self._jobs.get_nowait())
+                    handed.append(self._jobs.get_nowait())
                 except queue.Empty:
                     break
-            if _STOP in batch:
+            if _STOP in handed:
                 stopping = True
-                batch = [job for job in batch if job is not _STOP]
+            batch = [job for jobs in handed if jobs is not _STOP for job in jobs]
             if batch:
                 self._run_group(conn, batch)
         conn.close()

@@ -861,3 +861,14 @@ async def test_entry_point_plugin_is_found(tmp_path: Path, monkeypatch: pytest.M
         assert "15550100" not in sms.describe_target("+15550100")
     finally:
         sys.modules.pop(module, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=12), st.text(max_size=60)), max_size=5))
+def test_form_encoding_is_byte_for_byte_what_urlencode_gives(pairs: list[tuple[str, str]]) -> None:
+    """The fast form encoder of Post to URL produces exactly `urllib.parse.urlencode`'s bytes, for any text."""
+    from urllib.parse import urlencode
+
+    from dispatcher.channels.posturl import form_encode
+
+    assert form_encode(pairs) == urlencode(pairs).encode("ascii")

@@ -20,7 +20,6 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
 import structlog
@@ -53,6 +52,28 @@ class _Endpoint:
         if self.authorization is not None:
             headers["Authorization"] = self.authorization
         return headers
+
+
+# What `urllib.parse.quote_plus` makes of each byte: itself when safe, "+" for the space, "%XX" otherwise.
+_FORM_QUOTE = {
+    byte: chr(byte) if chr(byte).isascii() and (chr(byte).isalnum() or chr(byte) in "_.-~") else f"%{byte:02X}"
+    for byte in range(256)
+}
+_FORM_QUOTE[ord(" ")] = "+"
+
+
+def _form_quote(text: str) -> str:
+    # UTF-8 bytes read as Latin-1 give one character per byte, which str.translate maps in C.
+    return text.encode("utf-8").decode("latin-1").translate(_FORM_QUOTE)
+
+
+def form_encode(pairs: list[tuple[str, str]]) -> bytes:
+    """`application/x-www-form-urlencoded` in UTF-8: the bytes `urlencode(pairs)` gives, several times faster.
+
+    `urlencode` quotes byte by byte in Python; a message body is kilobytes, so quoting it with one
+    `str.translate` is what makes Post to URL cheap per message.
+    """
+    return "&".join(f"{_form_quote(key)}={_form_quote(value)}" for key, value in pairs).encode("ascii")
 
 
 class PostUrlChannel(Channel):
@@ -128,7 +149,7 @@ class PostUrlChannel(Channel):
             merged.update(fields)
             return json.dumps(merged, ensure_ascii=False).encode("utf-8"), _JSON_CONTENT_TYPE
         pairs = [*kept, *fields.items()]
-        return urlencode(pairs, encoding="utf-8").encode("ascii"), _FORM_CONTENT_TYPE
+        return form_encode(pairs), _FORM_CONTENT_TYPE
 
     async def close(self) -> None:
         """Close the HTTP session, if one was opened."""

@@ -364,25 +364,33 @@ class Pipeline:
         while True:
             delivery, event = await queue.get()
             await slots.acquire()
-            task = asyncio.create_task(self._attempt(delivery, event), name=f"deliver-{delivery.id}")
+            task = asyncio.create_task(self._attempt(delivery, event, slots), name=f"deliver-{delivery.id}")
             self._in_flight.add(task)
-
-            def finished(done: asyncio.Task[None], slots: asyncio.Semaphore = slots) -> None:
-                self._in_flight.discard(done)
-                slots.release()
-
-            task.add_done_callback(finished)
+            task.add_done_callback(self._in_flight.discard)
 
     # -- one attempt -------------------------------------------------------------------------------------------
 
-    async def _attempt(self, delivery: PendingDelivery, event: Event) -> None:
+    async def _attempt(self, delivery: PendingDelivery, event: Event, slots: asyncio.Semaphore | None = None) -> None:
+        """One attempt; the channel's slot (`slots`) is given back as soon as the far end has answered, so the
+        record of the outcome, written next, does not hold up the next send."""
+        held = slots is not None
+
+        def free_slot() -> None:
+            nonlocal held
+            if held:
+                held = False
+                assert slots is not None
+                slots.release()
+
         try:
-            await self._attempt_once(delivery, event)
+            await self._attempt_once(delivery, event, free_slot)
         except Exception:  # e.g. the store failing: the row stays pending for the next start
             log.exception("delivery_attempt_crashed", channel=delivery.channel, delivery_id=delivery.id)
             self._settle(delivery)
+        finally:
+            free_slot()
 
-    async def _attempt_once(self, delivery: PendingDelivery, event: Event) -> None:
+    async def _attempt_once(self, delivery: PendingDelivery, event: Event, free_slot: Callable[[], None]) -> None:
         with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
             attempts = delivery.attempts + 1
             channel = self.channels.get(delivery.channel)
@@ -395,13 +403,17 @@ class Pipeline:
                 async with asyncio.timeout(channel_timeout_s(channel) * 2 + 5):
                     await channel.send(message, delivery.target)
             except DeliveryError as err:
+                free_slot()
                 await self._unsent(delivery, event, attempts, err.message, err.retryable, err.retry_after_s)
             except TimeoutError:
+                free_slot()
                 await self._unsent(delivery, event, attempts, "timed out", True, None)
             except Exception as err:
+                free_slot()
                 log.exception("delivery_crashed", channel=delivery.channel, delivery_id=delivery.id)
                 await self._unsent(delivery, event, attempts, f"unexpected error: {type(err).__name__}", True, None)
             else:
+                free_slot()
                 await self._sent(delivery, event, attempts)
 
     def render(self, event: Event, delivery: PendingDelivery) -> Message:

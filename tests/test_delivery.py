@@ -324,5 +324,7 @@ async def test_sigkill_with_1000_pending_deliveries_resumes_them_all(
             f" (recorded as sent before the kill: {len(recorded_sent)})"
         )
         assert not set(duplicates) & recorded_sent
-        assert len(duplicates) <= 8  # at most the sends in flight at the kill (posturl concurrency)
+        # At most the sends in flight at the kill (posturl concurrency, 8) and those answered whose record was
+        # still being written (a slot is freed when the far end answers, before the record is committed).
+        assert len(duplicates) <= 2 * 8
         assert daemon.terminate() == 0

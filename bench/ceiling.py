@@ -76,9 +76,15 @@ async def http_ceiling(
         async def send(slot: int, index: int) -> None:
             body = urlencode(
                 {
-                    "subject": "[bench.example.com] Backup failed", "body": TEXT, "application": "Backup",
-                    "event_name": "Failure", "hostname": "bench.example.com", "event_id": f"{prefix}-{index}",
-                    "event_type": "Backup/Failure", "importance": "high", "account": "",
+                    "subject": "[bench.example.com] Backup failed",
+                    "body": TEXT,
+                    "application": "Backup",
+                    "event_name": "Failure",
+                    "hostname": "bench.example.com",
+                    "event_id": f"{prefix}-{index}",
+                    "event_type": "Backup/Failure",
+                    "importance": "high",
+                    "account": "",
                 }
             )
             async with session.post(

@@ -208,8 +208,12 @@ class Sinks:
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
                 [
-                    PYTHON, str(BENCH / "sinks.py"),
-                    "--http-port", str(self.http_port), "--smtp-port", str(self.smtp_port),
+                    PYTHON,
+                    str(BENCH / "sinks.py"),
+                    "--http-port",
+                    str(self.http_port),
+                    "--smtp-port",
+                    str(self.smtp_port),
                 ],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -291,7 +295,9 @@ class Daemon:
         config: dict[str, Any] = {
             "hostname": "bench.example.com",
             "bus": {
-                "url": broker.url, "topic_prefix": "events", "client_id": f"{name}-bench",
+                "url": broker.url,
+                "topic_prefix": "events",
+                "client_id": f"{name}-bench",
                 **({"protocol": protocol} if protocol else {}),
             },
             "http": {"listen": f"127.0.0.1:{self.http_port}", "token_file": str(token_path)},

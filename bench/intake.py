@@ -171,7 +171,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument(
-        "--protocol", choices=["3.1.1", "5"], default="3.1.1",
+        "--protocol",
+        choices=["3.1.1", "5"],
+        default="3.1.1",
         help="MQTT version of the daemon (bus.protocol) and of the ceiling's reader; default 3.1.1, the daemon's",
     )
     parser.add_argument("--subscriber", type=int, default=None, help=argparse.SUPPRESS)
@@ -192,8 +194,14 @@ def main() -> None:
     table = Table(["measure", "events", "s", "events/s", "of ceiling", "of goal 10k/s", "reader CPU s", "peak MB"])
     for row in results:
         table.add(
-            row["measure"], row["events"], row["seconds"], row["per_s"], f"{row['per_s'] / ceiling:.0%}",
-            f"{row['per_s'] / GOAL_PER_S:.0%}", row["daemon_cpu_s"], row["peak_mb"],
+            row["measure"],
+            row["events"],
+            row["seconds"],
+            row["per_s"],
+            f"{row['per_s'] / ceiling:.0%}",
+            f"{row['per_s'] / GOAL_PER_S:.0%}",
+            row["daemon_cpu_s"],
+            row["peak_mb"],
         )
     print(table.markdown())
     report = {"count": count, "goal_per_s": GOAL_PER_S, "protocol": args.protocol, "results": results}

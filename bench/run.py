@@ -174,8 +174,19 @@ def reap_children() -> None:
 def publisher(broker_port: int, count: int, rate: float, prefix: str, times_path: Path) -> subprocess.Popen[str]:
     return spawn(
         [
-            PYTHON, str(BENCH / "publish.py"), "mqtt", "--port", str(broker_port), "--count", str(count),
-            "--rate", str(rate), "--prefix", prefix, "--times", str(times_path),
+            PYTHON,
+            str(BENCH / "publish.py"),
+            "mqtt",
+            "--port",
+            str(broker_port),
+            "--count",
+            str(count),
+            "--rate",
+            str(rate),
+            "--prefix",
+            prefix,
+            "--times",
+            str(times_path),
         ]
     )
 
@@ -194,10 +205,16 @@ def start_profiler(pid: int, scenario: str) -> list[subprocess.Popen[bytes]]:
     RESULTS.mkdir(parents=True, exist_ok=True)
     common = ["record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
     return [
-        subprocess.Popen([py_spy, *common, "-o", str(RESULTS / f"profile-{scenario}.svg")], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL),
-        subprocess.Popen([py_spy, *common, "--format", "raw", "-o", str(RESULTS / f"profile-{scenario}.txt")],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(
+            [py_spy, *common, "-o", str(RESULTS / f"profile-{scenario}.svg")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [py_spy, *common, "--format", "raw", "-o", str(RESULTS / f"profile-{scenario}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
     ]
 
 
@@ -305,16 +322,25 @@ def run_dispatcher(
     times = json.loads(times_path.read_text())
     messages, seconds, per_s, latency = arrival_figures(ctx.sinks.arrivals(), times, scenario)
     return Measurement(
-        scenario=scenario, system="dispatcher", expected=expected, arrived=messages, seconds=round(seconds, 2),
-        per_s=round(per_s, 1), latency=latency, cpu_s=round(after.cpu_s - before.cpu_s, 2),
+        scenario=scenario,
+        system="dispatcher",
+        expected=expected,
+        arrived=messages,
+        seconds=round(seconds, 2),
+        per_s=round(per_s, 1),
+        latency=latency,
+        cpu_s=round(after.cpu_s - before.cpu_s, 2),
         peak_mb=round(after.hwm_mb, 1),
         extra={
             "published": published.get("acked"),
             "sinks_cpu_s": round(sinks_cpu_s, 2),
             "broker_cpu_s": round(broker_cpu_s, 2),
             "publisher_cpu_s": published.get("cpu_s"),
-            "machine": machine_load(machine_s, wall_s, after.cpu_s - before.cpu_s + sinks_cpu_s + broker_cpu_s
-                                    + float(published.get("cpu_s") or 0)),
+            "machine": machine_load(
+                machine_s,
+                wall_s,
+                after.cpu_s - before.cpu_s + sinks_cpu_s + broker_cpu_s + float(published.get("cpu_s") or 0),
+            ),
             "deliveries": {k: v for k, v in metrics.items() if k.startswith("dispatcher_deliveries_total") and v},
             "rss": sampler.summary(),
         },
@@ -387,14 +413,24 @@ def run_volume(ctx: Context) -> Measurement:
     rss = sampler.summary()
     flat = rss.get("growth_after_warmup_mb", 0.0) <= FLAT_TOLERANCE_MB
     return Measurement(
-        scenario="e", system="dispatcher", expected=count, arrived=int(planned), seconds=round(seconds, 1),
-        per_s=round(planned / seconds, 1), latency=summarize_latencies_ms([]),
+        scenario="e",
+        system="dispatcher",
+        expected=count,
+        arrived=int(planned),
+        seconds=round(seconds, 1),
+        per_s=round(planned / seconds, 1),
+        latency=summarize_latencies_ms([]),
         cpu_s=round(after.cpu_s - before.cpu_s, 1),
         peak_mb=round(after.hwm_mb, 1),
         extra={
-            "received": received, "published": published.get("acked"), "rss": rss, "memory_flat": flat,
-            "machine": machine, "metrics_unanswered": unanswered,
-            "store_mb_running": round(store_live_mb, 1), "store_mb_after_stop": round(store_mb, 1),
+            "received": received,
+            "published": published.get("acked"),
+            "rss": rss,
+            "memory_flat": flat,
+            "machine": machine,
+            "metrics_unanswered": unanswered,
+            "store_mb_running": round(store_live_mb, 1),
+            "store_mb_after_stop": round(store_mb, 1),
             "curve": curve,
             "backlog_max": max((r - p for _, _, r, p in curve), default=0),
         },
@@ -413,8 +449,18 @@ def run_ceiling(ctx: Context, scenario: str, kind: str, count: int, rate: float)
     target = ["--url", f"{ctx.sinks.http_url}/hook"] if kind == "http" else ["--port", str(ctx.sinks.smtp_port)]
     process = spawn(
         [
-            PYTHON, str(BENCH / "ceiling.py"), kind, *target, "--count", str(count), "--rate", str(rate),
-            "--prefix", scenario, "--times", str(times_path),
+            PYTHON,
+            str(BENCH / "ceiling.py"),
+            kind,
+            *target,
+            "--count",
+            str(count),
+            "--rate",
+            str(rate),
+            "--prefix",
+            scenario,
+            "--times",
+            str(times_path),
         ]
     )
     result = finish(process)
@@ -426,9 +472,17 @@ def run_ceiling(ctx: Context, scenario: str, kind: str, count: int, rate: float)
     notes = [f"{result['errors']} send errors"] if result.get("errors") else []
     what = "aiohttp, 50 in flight" if kind == "http" else "aiosmtplib, 8 connections"
     return Measurement(
-        scenario=scenario, system="ceiling", expected=count, arrived=messages, seconds=round(seconds, 2),
-        per_s=round(per_s, 1), latency=latency, cpu_s=round(result.get("cpu_s", 0.0), 2), peak_mb=None,
-        extra={"client": what, "machine": machine}, notes=notes,
+        scenario=scenario,
+        system="ceiling",
+        expected=count,
+        arrived=messages,
+        seconds=round(seconds, 2),
+        per_s=round(per_s, 1),
+        latency=latency,
+        cpu_s=round(result.get("cpu_s", 0.0), 2),
+        peak_mb=None,
+        extra={"client": what, "machine": machine},
+        notes=notes,
     )
 
 
@@ -455,8 +509,9 @@ def alertmanager_binary() -> str | None:
     if found:
         return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        print("peer: prometheus-alertmanager is not installed and cannot be installed here; peer skipped",
-              file=sys.stderr)
+        print(
+            "peer: prometheus-alertmanager is not installed and cannot be installed here; peer skipped", file=sys.stderr
+        )
         return None
     print("peer: installing prometheus-alertmanager with apt-get …", file=sys.stderr)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -470,8 +525,10 @@ def alertmanager_binary() -> str | None:
         )
     found = need("prometheus-alertmanager")
     if found is None:
-        print(f"peer: apt-get could not install prometheus-alertmanager; peer skipped:\n{result.stderr[-500:]}",
-              file=sys.stderr)
+        print(
+            f"peer: apt-get could not install prometheus-alertmanager; peer skipped:\n{result.stderr[-500:]}",
+            file=sys.stderr,
+        )
     return found
 
 
@@ -484,8 +541,12 @@ class Alertmanager:
         config = workdir / "alertmanager.yml"
         config.write_text(ALERTMANAGER_CONFIG.format(url=webhook_url))
         self.command = [
-            binary, f"--config.file={config}", f"--storage.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn",
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
         ]
         self.log_path = workdir / "alertmanager.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -529,15 +590,29 @@ def run_alertmanager(ctx: Context, scenario: str, count: int, rate: float, binar
         sinks_before = process_stats(ctx.sinks.pid).cpu_s
         process = spawn(
             [
-                PYTHON, str(BENCH / "publish.py"), "alertmanager", "--url", manager.url, "--count", str(count),
-                "--rate", str(rate), "--prefix", scenario, "--times", str(times_path),
+                PYTHON,
+                str(BENCH / "publish.py"),
+                "alertmanager",
+                "--url",
+                manager.url,
+                "--count",
+                str(count),
+                "--rate",
+                str(rate),
+                "--prefix",
+                scenario,
+                "--times",
+                str(times_path),
             ]
         )
         arrived = ctx.sinks.wait_for(count, timeout_s=max(120, count / 100), stall_s=30)
         published = finish(process)
         after = process_stats(pid)
         ours_s = (
-            after.cpu_s - before.cpu_s + process_stats(ctx.sinks.pid).cpu_s - sinks_before
+            after.cpu_s
+            - before.cpu_s
+            + process_stats(ctx.sinks.pid).cpu_s
+            - sinks_before
             + float(published.get("cpu_s") or 0)
         )
         machine = machine_load(machine_busy_s() - machine_before, time.time() - wall_before, ours_s)
@@ -548,9 +623,16 @@ def run_alertmanager(ctx: Context, scenario: str, count: int, rate: float, binar
     times = json.loads(times_path.read_text())
     messages, seconds, per_s, latency = arrival_figures(ctx.sinks.arrivals(), times, scenario)
     return Measurement(
-        scenario=scenario, system="alertmanager", expected=count, arrived=messages, seconds=round(seconds, 2),
-        per_s=round(per_s, 1), latency=latency, cpu_s=round(after.cpu_s - before.cpu_s, 2),
-        peak_mb=round(after.hwm_mb, 1), extra={"version": "Debian prometheus-alertmanager", "machine": machine},
+        scenario=scenario,
+        system="alertmanager",
+        expected=count,
+        arrived=messages,
+        seconds=round(seconds, 2),
+        per_s=round(per_s, 1),
+        latency=latency,
+        cpu_s=round(after.cpu_s - before.cpu_s, 2),
+        peak_mb=round(after.hwm_mb, 1),
+        extra={"version": "Debian prometheus-alertmanager", "machine": machine},
         notes=notes,
     )
 
@@ -562,8 +644,13 @@ def scenario_a(ctx: Context, peer: str | None) -> list[Measurement]:
     count = ctx.sizes.a
     results = [
         run_dispatcher(
-            ctx, "a", contacts={"hook": {"posturl": [f"{ctx.sinks.http_url}/hook"]}},
-            channels={"posturl": {"concurrency": 50}}, count=count, rate=0, expected=count,
+            ctx,
+            "a",
+            contacts={"hook": {"posturl": [f"{ctx.sinks.http_url}/hook"]}},
+            channels={"posturl": {"concurrency": 50}},
+            count=count,
+            rate=0,
+            expected=count,
             timeout_s=max(120, count / 50),
         ),
         run_ceiling(ctx, "a", "http", count, 0),
@@ -582,8 +669,14 @@ def scenario_b(ctx: Context, peer: str | None) -> list[Measurement]:
     count = ctx.sizes.b
     return [
         run_dispatcher(
-            ctx, "b", contacts={"ops": {"email": ["ops@example.com"]}}, channels=email_channel(ctx), count=count,
-            rate=0, expected=count, timeout_s=max(120, count / 50),
+            ctx,
+            "b",
+            contacts={"ops": {"email": ["ops@example.com"]}},
+            channels=email_channel(ctx),
+            count=count,
+            rate=0,
+            expected=count,
+            timeout_s=max(120, count / 50),
         ),
         run_ceiling(ctx, "b", "smtp", count, 0),
     ]
@@ -594,8 +687,14 @@ def scenario_c(ctx: Context, peer: str | None) -> list[Measurement]:
     addresses = [f"user{n:03d}@example.com" for n in range(fanout)]
     return [
         run_dispatcher(
-            ctx, "c", contacts={"list": {"email": addresses}}, channels=email_channel(ctx), count=events, rate=0,
-            expected=events * fanout, timeout_s=max(120, events * fanout / 50),
+            ctx,
+            "c",
+            contacts={"list": {"email": addresses}},
+            channels=email_channel(ctx),
+            count=events,
+            rate=0,
+            expected=events * fanout,
+            timeout_s=max(120, events * fanout / 50),
         ),
         run_ceiling(ctx, "c", "smtp", events * fanout, 0),
     ]
@@ -606,8 +705,13 @@ def scenario_d(ctx: Context, peer: str | None) -> list[Measurement]:
     count = int(rate * seconds)
     results = [
         run_dispatcher(
-            ctx, "d", contacts={"hook": {"posturl": [f"{ctx.sinks.http_url}/hook"]}},
-            channels={"posturl": {"concurrency": 50}}, count=count, rate=rate, expected=count,
+            ctx,
+            "d",
+            contacts={"hook": {"posturl": [f"{ctx.sinks.http_url}/hook"]}},
+            channels={"posturl": {"concurrency": 50}},
+            count=count,
+            rate=rate,
+            expected=count,
             timeout_s=seconds + 120,
         ),
         run_ceiling(ctx, "d", "http", count, rate),
@@ -637,8 +741,15 @@ TITLES = {
 def failed(scenario: str, err: BaseException) -> Measurement:
     """A scenario that broke: reported as a row with nothing measured and the error."""
     return Measurement(
-        scenario=scenario, system="dispatcher", expected=0, arrived=0, seconds=0.0, per_s=0.0,
-        latency=summarize_latencies_ms([]), cpu_s=None, peak_mb=None,
+        scenario=scenario,
+        system="dispatcher",
+        expected=0,
+        arrived=0,
+        seconds=0.0,
+        per_s=0.0,
+        latency=summarize_latencies_ms([]),
+        cpu_s=None,
+        peak_mb=None,
         notes=[f"scenario failed: {type(err).__name__}: {err}"],
     )
 
@@ -686,8 +797,20 @@ def ratio(value: float, base: float | None) -> str:
 def report(results: list[Measurement]) -> tuple[str, dict[str, Any]]:
     table = Table(
         [
-            "scenario", "system", "messages", "s", "msg/s", "÷ ceiling", "÷ peer", "p50 ms", "p99 ms", "max ms",
-            "CPU s", "peak MB", "others' CPU s", "goals",
+            "scenario",
+            "system",
+            "messages",
+            "s",
+            "msg/s",
+            "÷ ceiling",
+            "÷ peer",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "CPU s",
+            "peak MB",
+            "others' CPU s",
+            "goals",
         ]
     )
     by_key = {(m.scenario, m.system): m for m in results}
@@ -700,9 +823,20 @@ def report(results: list[Measurement]) -> tuple[str, dict[str, Any]]:
         marks = goals(m, peer) if m.system == "dispatcher" else []
         arrived = f"{m.arrived:,}" if m.arrived == m.expected else f"{m.arrived:,} of {m.expected:,}"
         table.add(
-            f"{m.scenario}: {TITLES[m.scenario]}", m.system, arrived, m.seconds, m.per_s, ceiling_ratio,
-            peer_ratio, m.latency["p50_ms"], m.latency["p99_ms"], m.latency["max_ms"], m.cpu_s, m.peak_mb,
-            m.extra.get("machine", {}).get("others_cpu_s"), " ".join(marks),
+            f"{m.scenario}: {TITLES[m.scenario]}",
+            m.system,
+            arrived,
+            m.seconds,
+            m.per_s,
+            ceiling_ratio,
+            peer_ratio,
+            m.latency["p50_ms"],
+            m.latency["p99_ms"],
+            m.latency["max_ms"],
+            m.cpu_s,
+            m.peak_mb,
+            m.extra.get("machine", {}).get("others_cpu_s"),
+            " ".join(marks),
         )
         row = asdict(m)
         row["of_ceiling"] = round(m.per_s / ceiling.per_s, 3) if ceiling and ceiling.per_s else None
@@ -732,8 +866,9 @@ def git_commit() -> str:
     """The checkout measured: HEAD, with `+changes` if the working tree differs from it."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dispatcher"], cwd=REPO, capture_output=True,
-                               text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "dispatcher"], cwd=REPO, capture_output=True, text=True
+        )
     except OSError:
         return "unknown"
     return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
@@ -781,9 +916,13 @@ def main() -> None:
                 (RESULTS / "partial.json").write_text(json.dumps([asdict(m) for m in results], indent=2))
     text, data = report(results)
     data.update(
-        mode="quick" if args.quick else "full", sizes=asdict(sizes), cpus=os.cpu_count(),
-        command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), when=time.strftime("%Y-%m-%d %H:%M:%S"),
-        commit=git_commit(), protocol=args.protocol or "the config's default",
+        mode="quick" if args.quick else "full",
+        sizes=asdict(sizes),
+        cpus=os.cpu_count(),
+        command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        when=time.strftime("%Y-%m-%d %H:%M:%S"),
+        commit=git_commit(),
+        protocol=args.protocol or "the config's default",
     )
     for name in sorted(profiled & set(chosen)):
         if not (RESULTS / f"profile-{name}.txt").exists():

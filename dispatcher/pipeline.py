@@ -113,6 +113,19 @@ def channel_timeout_s(channel: Channel) -> float:
     return float(value or 30)
 
 
+def _log_delivery(emit: Callable[..., Any], name: str, delivery: PendingDelivery, attempts: int, **extra: Any) -> None:
+    """One log line about a delivery's attempt; the target as the channel shows it (never a token or password)."""
+    emit(
+        name,
+        channel=delivery.channel,
+        recipient=delivery.recipient,
+        target=delivery.target_label,
+        attempt=attempts,
+        delivery_id=delivery.id,
+        **extra,
+    )
+
+
 class Pipeline:
     """Plans recorded events and delivers them; `run()` until `stop()`, then drains and leaves the rest pending."""
 
@@ -437,14 +450,7 @@ class Pipeline:
         self._settle(delivery)
         self.metrics.deliveries.labels(delivery.channel, "sent").inc()
         self.metrics.delivery_latency.labels(delivery.channel).observe(max(0.0, now - event.received_at.timestamp()))
-        log.info(
-            "delivery_sent",
-            channel=delivery.channel,
-            recipient=delivery.recipient,
-            target=delivery.target_label,
-            attempt=attempts,
-            delivery_id=delivery.id,
-        )
+        _log_delivery(log.info, "delivery_sent", delivery, attempts)
 
     async def _unsent(
         self,
@@ -470,16 +476,7 @@ class Pipeline:
         due = now + delay_s
         await asyncio.shield(self._store_run(lambda conn: mark_retry(conn, delivery.id, attempts, error, due, now)))
         self.metrics.deliveries.labels(delivery.channel, "retried").inc()
-        log.warning(
-            "delivery_retry",
-            channel=delivery.channel,
-            recipient=delivery.recipient,
-            target=delivery.target_label,
-            attempt=attempts,
-            error=error,
-            retry_in_s=round(delay_s, 3),
-            delivery_id=delivery.id,
-        )
+        _log_delivery(log.warning, "delivery_retry", delivery, attempts, error=error, retry_in_s=round(delay_s, 3))
         self._settle(delivery)  # it waits in the store; the scheduler takes it back when due
         self._retry_at(due)
 
@@ -491,15 +488,7 @@ class Pipeline:
         )
         self._settle(delivery)
         self.metrics.deliveries.labels(delivery.channel, "failed").inc()
-        log.error(
-            "delivery_failed",
-            channel=delivery.channel,
-            recipient=delivery.recipient,
-            target=delivery.target_label,
-            attempt=attempts,
-            error=error,
-            delivery_id=delivery.id,
-        )
+        _log_delivery(log.error, "delivery_failed", delivery, attempts, error=error)
         if follow_up is not None:
             self.events_recorded([follow_up])
 

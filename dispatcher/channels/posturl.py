@@ -25,8 +25,8 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from dispatcher import __version__
 from dispatcher.channels.base import Channel, DeliveryError, Message, parse_retry_after, short_hash
+from dispatcher.channels.http_session import HttpSession
 from dispatcher.config import redact_url
 
 log = structlog.get_logger(__name__)
@@ -88,7 +88,7 @@ class PostUrlChannel(Channel):
     def __init__(self, config: Any, *, hostname: str) -> None:
         super().__init__(config, hostname=hostname)
         self._slots = asyncio.Semaphore(max(1, int(config.concurrency)))
-        self._session: aiohttp.ClientSession | None = None
+        self._http = HttpSession(config.concurrency)
 
     def describe_target(self, target: str) -> str:
         """The URL without credentials and with query values masked: `https://host/path?key=***`.
@@ -110,7 +110,7 @@ class PostUrlChannel(Channel):
         async with self._slots:
             try:
                 async with asyncio.timeout(timeout_s):
-                    async with self._get_session().post(
+                    async with self._http.get().post(
                         endpoint.url,
                         data=data,
                         headers=endpoint.headers(content_type),
@@ -153,20 +153,7 @@ class PostUrlChannel(Channel):
 
     async def close(self) -> None:
         """Close the HTTP session, if one was opened."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        # Created lazily: a ClientSession belongs to the running loop, which the constructor may not see.
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=max(1, int(self.config.concurrency))),
-                # Receivers are unrelated sites: a cookie one sets must not be sent to another.
-                cookie_jar=aiohttp.DummyCookieJar(),
-                headers={"User-Agent": f"dispatcher/{__version__}"},
-            )
-        return self._session
+        await self._http.close()
 
 
 def message_fields(message: Message) -> dict[str, str]:

@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import structlog
 
-from dispatcher import __version__
 from dispatcher.channels.base import Channel, DeliveryError, Message, parse_retry_after, short_hash
+from dispatcher.channels.http_session import HttpSession
 
 log = structlog.get_logger(__name__)
 
@@ -40,7 +40,7 @@ class PushbulletChannel(Channel):
         super().__init__(config, hostname=hostname)
         self._pushes_url = str(config.api_url).rstrip("/") + "/v2/pushes"
         self._slots = asyncio.Semaphore(max(1, int(config.concurrency)))
-        self._session: aiohttp.ClientSession | None = None
+        self._http = HttpSession(config.concurrency)
 
     def describe_target(self, target: str) -> str:
         """`pushbullet:` and the first 8 hex digits of the token's SHA-256: tells tokens apart, reveals none."""
@@ -57,7 +57,7 @@ class PushbulletChannel(Channel):
         async with self._slots:
             try:
                 async with asyncio.timeout(timeout_s):
-                    async with self._get_session().post(
+                    async with self._http.get().post(
                         self._pushes_url,
                         json=payload,
                         headers={"Access-Token": token},
@@ -83,20 +83,7 @@ class PushbulletChannel(Channel):
 
     async def close(self) -> None:
         """Close the HTTP session, if one was opened."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        # Created lazily: a ClientSession belongs to the running loop, which the constructor may not see.
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=max(1, int(self.config.concurrency))),
-                # Each token is its own account: nothing a response sets may ride along on another's request.
-                cookie_jar=aiohttp.DummyCookieJar(),
-                headers={"User-Agent": f"dispatcher/{__version__}"},
-            )
-        return self._session
+        await self._http.close()
 
 
 def _status_error(status: int, headers: Any, body: bytes, token: str) -> DeliveryError:

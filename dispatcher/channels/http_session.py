@@ -1,0 +1,35 @@
+"""The HTTP client session the HTTP channels (Pushbullet, Post to URL) each keep, made the same way for both."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from dispatcher import __version__
+
+
+class HttpSession:
+    """One `aiohttp.ClientSession` per channel, opened on first use and reused for every request.
+
+    Created lazily: a ClientSession belongs to the running loop, which the channel's constructor may not see.
+    No cookies are kept: receivers are unrelated sites, and each Pushbullet token is its own account, so
+    nothing one response sets may ride along on another's request.
+    """
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = max(1, int(concurrency))
+        self._session: aiohttp.ClientSession | None = None
+
+    def get(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.concurrency),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"User-Agent": f"dispatcher/{__version__}"},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session, if one was opened."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()

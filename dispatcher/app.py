@@ -122,8 +122,6 @@ class Dispatcher:
     async def refresh_gauges(self) -> None:
         """Bring gauges read on scrape up to date."""
         self.metrics.bus_connected.set(1 if self.bus_connected else 0)
-        if self.store.is_open:
-            self.metrics.pending.set(await self.store.run(outbox.count_pending))
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from .levels import Importance
 from .outbox import (
     NewDelivery,
     PendingDelivery,
+    count_pending,
     load_due_retries,
     load_pending_page,
     load_unplanned,
@@ -188,6 +189,8 @@ class Pipeline:
         """Resume what the store holds, then plan and deliver until `stop()`."""
         for name, channel in self.channels.items():
             self._slots[name] = asyncio.Semaphore(channel_concurrency(channel))
+        # Kept in memory from here on, so a scrape of /metrics never waits behind the store's queue.
+        self.metrics.pending.set(await self._store_run(count_pending))
         async with asyncio.TaskGroup() as tasks:
             loops = [tasks.create_task(self._channel_loop(name), name=f"channel-{name}") for name in self.channels]
             await self._resume()
@@ -315,6 +318,7 @@ class Pipeline:
             log.exception("plan_recording_failed", events=len(ids))
             return
         events = {event.id: event for event in planned}
+        self.metrics.pending.inc(len(pending))
         for delivery in pending:
             self._enqueue(delivery, events[delivery.event_id])
 
@@ -448,6 +452,7 @@ class Pipeline:
         # Shielded: once the far end has the message, its record must be written even if we are being stopped.
         await asyncio.shield(self._store_run(lambda conn: mark_sent(conn, delivery.id, attempts, now)))
         self._settle(delivery)
+        self.metrics.pending.dec()
         self.metrics.deliveries.labels(delivery.channel, "sent").inc()
         self.metrics.delivery_latency.labels(delivery.channel).observe(max(0.0, now - event.received_at.timestamp()))
         _log_delivery(log.info, "delivery_sent", delivery, attempts)
@@ -487,6 +492,7 @@ class Pipeline:
             self._store_run(lambda conn: mark_failed(conn, delivery.id, attempts, error, now, follow_up))
         )
         self._settle(delivery)
+        self.metrics.pending.dec()
         self.metrics.deliveries.labels(delivery.channel, "failed").inc()
         _log_delivery(log.error, "delivery_failed", delivery, attempts, error=error)
         if follow_up is not None:

@@ -190,9 +190,22 @@ async def test_mail_waits_for_an_smtp_server_that_is_down(
     ids = [await submit(daemon, http, type="Backup/Failure", id=f"down-{i}") for i in range(10)]
     await asyncio.sleep(2)
     assert {row["status"] for row in await deliveries(daemon, http)} == {"pending"}
+    assert await pending_gauge(daemon, http) == 20
     await smtp.start()
     mails = await smtp.wait_for(20, timeout_s=15)
     assert collections.Counter(mail.message["X-Dispatcher-Event-Id"] for mail in mails) == {i: 2 for i in ids}
+    await wait_until(lambda: _no_pending_gauge(daemon, http))
+
+
+async def _no_pending_gauge(daemon: RunningDaemon, http: aiohttp.ClientSession) -> bool:
+    return await pending_gauge(daemon, http) == 0
+
+
+async def pending_gauge(daemon: RunningDaemon, http: aiohttp.ClientSession) -> float:
+    """The outbox depth as /metrics reports it."""
+    text = await (await http.get(f"{daemon.base_url}/metrics")).text()
+    (line,) = [line for line in text.splitlines() if line.startswith("dispatcher_deliveries_pending ")]
+    return float(line.split()[1])
 
 
 async def test_pushbullet_notes_and_a_refused_token(

@@ -58,6 +58,9 @@ class _Job:
     durable: bool
 
 
+# A job's outcome: the job, whether it succeeded, and its result or exception.
+JobOutcome = tuple[_Job, bool, Any]
+
 _STOP = object()
 
 
@@ -181,32 +184,16 @@ class Store:
         conn.close()
 
     def _run_group(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        outcomes: list[tuple[_Job, bool, Any]] = []
         synchronous = "FULL" if any(job.durable for job in batch) else "NORMAL"
         if synchronous != self._synchronous and not self.readonly:
             conn.execute(f"PRAGMA synchronous={synchronous}")
             self._synchronous = synchronous
-        try:
-            conn.execute("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
-            for job in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = job.fn(conn)
-                except Exception as err:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    outcomes.append((job, False, err))
-                else:
-                    conn.execute("RELEASE job")
-                    outcomes.append((job, True, result))
-            conn.execute("COMMIT")
-        except sqlite3.Error as err:
-            # The commit itself failed (disk full, I/O error): nothing in the group is durable.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            log.error("store_commit_failed", error=str(err), jobs=len(batch))
-            failure = StoreError(f"store write failed: {err}")
-            outcomes = [(job, False, failure) for job in batch]
+        # Optimistically all in one transaction. Jobs are functions of the connection alone, so when one
+        # raises, the group is rolled back and each job runs again in a transaction of its own: only the
+        # failing one fails. (A savepoint per job would do the same at two statements per job, always.)
+        outcomes = self._in_one_transaction(conn, batch)
+        if outcomes is None:
+            outcomes = [outcome for job in batch for outcome in self._in_one_transaction(conn, [job], alone=True) or ()]
         # One wake-up per event loop for the whole group, not one per job: waking a loop is a syscall.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for job, ok, value in outcomes:
@@ -216,6 +203,29 @@ class Store:
                 loop.call_soon_threadsafe(_settle_all, settled)
             except RuntimeError:  # that loop is closed: nobody waits for these any more
                 pass
+
+    def _in_one_transaction(
+        self, conn: sqlite3.Connection, jobs: list[_Job], *, alone: bool = False
+    ) -> list[JobOutcome] | None:
+        """Run `jobs` in one transaction. None if one of them raised (rolled back), unless `alone` (one job),
+        whose exception is then its outcome. A failed commit fails them all: nothing of it is durable."""
+        results: list[JobOutcome] = []
+        try:
+            conn.execute("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
+            for job in jobs:
+                try:
+                    results.append((job, True, job.fn(conn)))
+                except Exception as err:
+                    conn.execute("ROLLBACK")
+                    return [(job, False, err)] if alone else None
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.error("store_commit_failed", error=str(err), jobs=len(jobs))
+            failure = StoreError(f"store write failed: {err}")
+            return [(job, False, failure) for job in jobs]
+        return results
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

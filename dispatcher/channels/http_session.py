@@ -33,3 +33,13 @@ class HttpSession:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+async def read_capped(response: aiohttp.ClientResponse, cap_bytes: int) -> bytes:
+    """At most `cap_bytes` of a response body: enough to quote an error, never a receiver's whole answer."""
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(16 * 1024):
+        body += chunk[: cap_bytes - len(body)]
+        if len(body) >= cap_bytes:
+            break
+    return bytes(body)

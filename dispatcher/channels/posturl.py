@@ -26,7 +26,7 @@ import structlog
 from yarl import URL
 
 from dispatcher.channels.base import Channel, DeliveryError, Message, parse_retry_after, short_hash
-from dispatcher.channels.http_session import HttpSession
+from dispatcher.channels.http_session import HttpSession, read_capped
 from dispatcher.config import redact_url
 
 log = structlog.get_logger(__name__)
@@ -118,7 +118,7 @@ class PostUrlChannel(Channel):
                     ) as response:
                         status = response.status
                         headers = response.headers
-                        body = await _read_capped(response)
+                        body = await read_capped(response, _BODY_CAP_BYTES)
             except TimeoutError as err:
                 raise DeliveryError(f"{shown} did not answer within {timeout_s:g} s", retryable=True) from err
             except aiohttp.InvalidURL as err:
@@ -233,15 +233,6 @@ def _scrub(text: str, secrets: tuple[str, ...]) -> str:
     for secret in sorted(set(secrets), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
-
-
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
-    body = bytearray()
-    async for chunk in response.content.iter_chunked(16 * 1024):
-        body += chunk[: _BODY_CAP_BYTES - len(body)]
-        if len(body) >= _BODY_CAP_BYTES:
-            break
-    return bytes(body)
 
 
 def _describe(err: BaseException) -> str:

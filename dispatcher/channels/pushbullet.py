@@ -17,7 +17,7 @@ import aiohttp
 import structlog
 
 from dispatcher.channels.base import Channel, DeliveryError, Message, parse_retry_after, short_hash
-from dispatcher.channels.http_session import HttpSession
+from dispatcher.channels.http_session import HttpSession, read_capped
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +65,7 @@ class PushbulletChannel(Channel):
                     ) as response:
                         status = response.status
                         headers = response.headers
-                        body = await _read_capped(response)
+                        body = await read_capped(response, _BODY_CAP_BYTES)
             except TimeoutError as err:
                 raise DeliveryError(f"Pushbullet did not answer within {timeout_s:g} s", retryable=True) from err
             except aiohttp.InvalidURL as err:
@@ -131,15 +131,6 @@ def _error_message(body: bytes, token: str) -> str:
         text = body.decode("utf-8", "replace")
     text = _WHITESPACE.sub(" ", text).strip()[:_SNIPPET_CHARS]
     return text.replace(token, "<token>") if token else text
-
-
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
-    body = bytearray()
-    async for chunk in response.content.iter_chunked(16 * 1024):
-        body += chunk[: _BODY_CAP_BYTES - len(body)]
-        if len(body) >= _BODY_CAP_BYTES:
-            break
-    return bytes(body)
 
 
 def _describe(err: BaseException) -> str:

@@ -8,6 +8,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,11 @@ async def test_a_webhook_that_fails_three_times_gets_the_message_once_after_back
         contacts={"root": {"posturl": [f"{webhook.url}/notify?key=abc"], "receives": {"posturl": "all"}}},
     )
     daemon = await start_daemon(config)
+    started = time.monotonic()
     event_id = await submit(daemon, http, type="Backup/Failure", data={"error": "x"})
     requests = await webhook.wait_for(4)
+    # Each of the three waits is at least backoff_initial_s.
+    assert time.monotonic() - started >= 3 * FAST_RETRIES["backoff_initial_s"]
     await wait_until(lambda: _statuses(daemon, http, event_id, {"sent"}))
     (record,) = await deliveries(daemon, http, event_id=event_id)
     assert record["attempts"] == 4 and record["status"] == "sent"

@@ -345,3 +345,39 @@ async def test_sigkill_with_1000_pending_deliveries_resumes_them_all(
         # still being written (a slot is freed when the far end answers, before the record is committed).
         assert len(duplicates) <= 2 * 8
         assert daemon.terminate() == 0
+
+
+async def test_a_delivery_gives_up_after_max_attempts_or_give_up_after_s(
+    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession, smtp: SmtpSink
+) -> None:
+    """A receiver that keeps answering 503 gets max_attempts tries (the first included), then the delivery fails;
+    with a short give_up_after_s it fails sooner, saying why."""
+    async with (
+        WebhookSink(plan=[(503, {}, "busy")] * 50) as always_busy,
+        WebhookSink(plan=[(503, {}, "busy")] * 50) as slow,
+    ):
+        config = make_config(
+            channels=channels_for(smtp),
+            delivery={"max_attempts": 3, "backoff_initial_s": 0.05, "backoff_max_s": 0.1, "give_up_after_s": 60},
+            contacts={"root": {"posturl": [always_busy.url]}},
+        )
+        daemon = await start_daemon(config)
+        event_id = await submit(daemon, http, type="Backup/Failure")
+        await wait_until(lambda: _statuses(daemon, http, event_id, {"failed"}))
+        (record,) = await deliveries(daemon, http, event_id=event_id)
+        assert record["attempts"] == 3 and record["reason"].startswith("gave up after 3 attempts: ")
+        assert sum(request.form["event_id"] == event_id for request in always_busy.requests) == 3
+        await daemon.stop()
+
+        config = make_config(
+            name="give-up.yaml",
+            channels=channels_for(smtp),
+            delivery={"max_attempts": 50, "backoff_initial_s": 0.2, "backoff_max_s": 0.2, "give_up_after_s": 0.5},
+            contacts={"root": {"posturl": [slow.url]}},
+            store={"path": "give-up.db"},
+        )
+        daemon = await start_daemon(config)
+        event_id = await submit(daemon, http, type="Backup/Failure")
+        await wait_until(lambda: _statuses(daemon, http, event_id, {"failed"}))
+        (record,) = await deliveries(daemon, http, event_id=event_id)
+        assert record["reason"].startswith("gave up after 0.5s: ") and record["attempts"] < 50

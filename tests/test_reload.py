@@ -31,7 +31,8 @@ def rewrite(config: Path, change: Callable[[dict[str, Any]], None]) -> None:
 
 async def planned(daemon: RunningDaemon, http: aiohttp.ClientSession, event_id: str) -> bool:
     """Whether the event's deliveries (sent, pending or suppressed) are recorded."""
-    response = await http.get(f"{daemon.base_url}/api/v1/deliveries", params={"event_id": event_id}, headers=daemon.auth)
+    url = f"{daemon.base_url}/api/v1/deliveries"
+    response = await http.get(url, params={"event_id": event_id}, headers=daemon.auth)
     return bool((await response.json())["deliveries"])
 
 

@@ -63,6 +63,8 @@ BACKLOG_HIGH = 2000
 BACKLOG_LOW = 1000
 # Retries read from the store per query.
 RETRY_BATCH = 500
+# After the store failed (disk full, I/O error), wait this long before asking it again.
+STORE_RETRY_S = 1.0
 # Rendered messages kept for reuse: a fan-out renders the same notice for one recipient once.
 RENDER_CACHE_SIZE = 128
 
@@ -246,12 +248,19 @@ class Pipeline:
             await self._room.wait()
             # Cleared before reading: an event committed after this read sets it again.
             self._plan_wakeup.clear()
-            batch = await self._store_run(lambda conn: load_unplanned(conn, self._plan_cursor, PLAN_BATCH))
+            try:
+                batch = await self._store_run(lambda conn: load_unplanned(conn, self._plan_cursor, PLAN_BATCH))
+            except StoreError:
+                log.exception("planner_store_failed", retry_in_s=STORE_RETRY_S)
+                await asyncio.sleep(STORE_RETRY_S)
+                continue
             if not batch:
                 await self._plan_wakeup.wait()
                 continue
-            self._plan_cursor = batch[-1][0]
-            await self._plan_batch([event for _, event in batch])
+            if await self._plan_batch([event for _, event in batch]):
+                self._plan_cursor = batch[-1][0]
+            else:  # not recorded: the same events are read again
+                await asyncio.sleep(STORE_RETRY_S)
 
     async def plan(self, event: Event) -> Plan:
         """The plan for one event under the current config (also what `dispatcher routes` shows)."""
@@ -259,7 +268,8 @@ class Pipeline:
             event, config=self.config, catalog=self.catalog, sources=self.sources, channels=self.channels.keys()
         )
 
-    async def _plan_batch(self, events: list[Event]) -> None:
+    async def _plan_batch(self, events: list[Event]) -> bool:
+        """Plan `events` and record the plans; False if the store could not record them."""
         rows: list[NewDelivery] = []
         planned: list[Event] = []
         for event in events:
@@ -314,13 +324,13 @@ class Pipeline:
         try:
             pending = await self._store_run(lambda conn: record_plans(conn, ids, rows, now))
         except StoreError:
-            # Still unplanned in the store: planned again at the next start.
-            log.exception("plan_recording_failed", events=len(ids))
-            return
+            log.exception("plan_recording_failed", events=len(ids), retry_in_s=STORE_RETRY_S)
+            return False
         events = {event.id: event for event in planned}
         self.metrics.pending.inc(len(pending))
         for delivery in pending:
             self._enqueue(delivery, events[delivery.event_id])
+        return True
 
     # -- scheduling --------------------------------------------------------------------------------------------
 
@@ -362,13 +372,17 @@ class Pipeline:
             if self._next_retry_at is not None and self._next_retry_at <= now:
                 await self._room.wait()
                 limit = RETRY_BATCH + len(self._claimed)  # claimed retries are due too: skip past them
-                due = await self._store_run(lambda conn, now=now, limit=limit: load_due_retries(conn, now, limit))
-                fresh = [(delivery, event) for delivery, event in due if delivery.id not in self._claimed]
-                for delivery, event in fresh[:RETRY_BATCH]:
-                    self._enqueue(delivery, event)
-                if len(fresh) > RETRY_BATCH:
-                    continue  # more are due
-                self._next_retry_at = await self._store_run(lambda conn, now=now: next_retry_due(conn, now))
+                try:
+                    due = await self._store_run(lambda conn, now=now, limit=limit: load_due_retries(conn, now, limit))
+                    fresh = [(delivery, event) for delivery, event in due if delivery.id not in self._claimed]
+                    for delivery, event in fresh[:RETRY_BATCH]:
+                        self._enqueue(delivery, event)
+                    if len(fresh) > RETRY_BATCH:
+                        continue  # more are due
+                    self._next_retry_at = await self._store_run(lambda conn, now=now: next_retry_due(conn, now))
+                except StoreError:
+                    log.exception("retry_scheduler_store_failed", retry_in_s=STORE_RETRY_S)
+                    self._next_retry_at = now + STORE_RETRY_S
             wait_s = None if self._next_retry_at is None else max(0.0, self._next_retry_at - self.clock())
             try:
                 await asyncio.wait_for(self._retry_wakeup.wait(), wait_s)

@@ -217,7 +217,7 @@ class Store:
                     results.append((job, True, job.fn(conn)))
                 except Exception as err:
                     conn.execute("ROLLBACK")
-                    return [(job, False, err)] if alone else None
+                    return [(job, False, _as_store_error(err))] if alone else None
             conn.execute("COMMIT")
         except sqlite3.Error as err:
             if conn.in_transaction:
@@ -226,6 +226,15 @@ class Store:
             failure = StoreError(f"store write failed: {err}")
             return [(job, False, failure) for job in jobs]
         return results
+
+
+def _as_store_error(err: Exception) -> Exception:
+    """A job's SQLite error (disk full, a constraint) as the StoreError callers handle; other errors as they are."""
+    if isinstance(err, sqlite3.Error):
+        wrapped = StoreError(f"store error: {err}")
+        wrapped.__cause__ = err
+        return wrapped
+    return err
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

@@ -37,7 +37,7 @@ async def test_a_failing_job_is_rolled_back_alone(tmp_path: Path) -> None:
     )
     assert isinstance(results[0], int) and isinstance(results[3], int)
     assert isinstance(results[1], ValueError) and str(results[1]) == "refused b"
-    assert isinstance(results[2], sqlite3.IntegrityError)
+    assert isinstance(results[2], StoreError) and isinstance(results[2].__cause__, sqlite3.IntegrityError)
     texts = await store.run(lambda conn: [row[0] for row in conn.execute("SELECT text FROM notes ORDER BY id")])
     assert texts == ["a", "c"]
     await store.close()
@@ -62,7 +62,7 @@ async def test_a_closed_store_refuses_work_and_readonly_cannot_write(tmp_path: P
         await store.run(lambda conn: None)
     readonly = Store(tmp_path / "s.db", readonly=True)
     await readonly.open()
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(StoreError, match="readonly"):
         await readonly.run(lambda conn: conn.execute("INSERT INTO notes (text) VALUES ('x')"))
     await readonly.close()
     with pytest.raises(StoreError, match="cannot open the store"):

@@ -7,6 +7,7 @@ import json
 import structlog
 from aiohttp import web
 
+from ..errors import StoreError
 from ..events import MAX_PAYLOAD_BYTES, InvalidEvent, parse_event
 from . import server
 
@@ -30,7 +31,11 @@ async def post_event(request: web.Request) -> web.Response:
     except InvalidEvent as err:
         dispatcher.record_rejection("http", err.reason, str(err), topic=None)
         return server.json_error(400, str(err), err.details)
-    await dispatcher.accept([event], source="http")
+    try:
+        await dispatcher.accept([event], source="http")
+    except StoreError as err:
+        log.error("event_not_recorded", event_id=event.id, event_type=event.type, error=str(err))
+        return server.json_error(503, "the event could not be recorded; try again", [str(err)])
     return web.json_response({"id": event.id}, status=202)
 
 

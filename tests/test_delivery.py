@@ -381,3 +381,27 @@ async def test_a_delivery_gives_up_after_max_attempts_or_give_up_after_s(
         await wait_until(lambda: _statuses(daemon, http, event_id, {"failed"}))
         (record,) = await deliveries(daemon, http, event_id=event_id)
         assert record["reason"].startswith("gave up after 0.5s: ") and record["attempts"] < 50
+
+
+async def test_a_store_that_refuses_writes_delays_delivery_and_loses_nothing(
+    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession, webhook: WebhookSink
+) -> None:
+    """While the store refuses to record plans (an SQLite error on every delivery insert), the daemon stays up and
+    keeps the event; once the store accepts writes again, the event is planned and delivered once."""
+    config = make_config(contacts={"root": {"posturl": [webhook.url]}})
+    daemon = await start_daemon(config)
+    store = daemon.dispatcher.store
+    await store.run(
+        lambda conn: conn.execute(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON deliveries BEGIN SELECT RAISE(ABORT, 'no room'); END"
+        )
+    )
+    event_id = await submit(daemon, http, type="Backup/Failure")
+    await asyncio.sleep(1.5)  # the planner has failed at least once by now
+    assert webhook.requests == []
+    assert (await http.get(f"{daemon.base_url}/readyz")).status == 200
+    await store.run(lambda conn: conn.execute("DROP TRIGGER refuse"))
+    (request,) = await webhook.wait_for(1, timeout_s=10)
+    assert request.form["event_id"] == event_id
+    await asyncio.sleep(0.3)
+    assert len(webhook.requests) == 1

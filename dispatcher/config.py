@@ -58,6 +58,8 @@ __all__ = [
 BUILTIN_CHANNELS = ("email", "pushbullet", "posturl")
 PLUGIN_GROUP = "dispatcher.channels"
 DEFAULT_STORE_PATH = Path("/var/lib/dispatcher/dispatcher.db")
+# Sender processes (`delivery.workers`): each is a Python process of ~40 MB; more than this is a typo.
+MAX_SENDER_WORKERS = 32
 # SPEC §3: a system contact's channels receive All, High and Medium, All unless told otherwise.
 DEFAULT_RECEIVES: Mapping[str, Threshold] = MappingProxyType(
     {"email": Threshold.ALL, "pushbullet": Threshold.MEDIUM, "posturl": Threshold.ALL}
@@ -196,12 +198,14 @@ class ChannelsConfig:
 
 @dataclass(frozen=True)
 class DeliveryConfig:
-    """Retry policy: `max_attempts` counts every attempt, the first included."""
+    """Retry policy: `max_attempts` counts every attempt, the first included. `workers`: sender processes that
+    render and send beside the daemon's own (0: the daemon's process does it; see `dispatcher/senders.py`)."""
 
     max_attempts: int = 8
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 300.0
     give_up_after_s: float = 86400.0
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -874,6 +878,7 @@ def _read_delivery(reader: _Reader, m: _Map) -> DeliveryConfig:
         backoff_initial_s=m.number("backoff_initial_s", 1.0),
         backoff_max_s=m.number("backoff_max_s", 300.0),
         give_up_after_s=m.number("give_up_after_s", 86400.0),
+        workers=m.integer("workers", 1, 0, MAX_SENDER_WORKERS),
     )
     if config.backoff_max_s < config.backoff_initial_s:
         node = m.value_node("backoff_max_s") or m.value_node("backoff_initial_s")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
+
+# How logging was last configured: a sender process (senders.py) logs the way the daemon does.
+settings: dict[str, Any] = {"debug": False, "json_lines": None, "quiet": False}
 
 
 class _StandardStream:
@@ -42,6 +45,7 @@ def configure_logging(
     if json_lines is None:
         json_lines = not stream.isatty()
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    settings.update(debug=debug, json_lines=json_lines, quiet=quiet)
     shared = [
         structlog.contextvars.merge_contextvars,  # event_id / event_type bound per event
         structlog.processors.add_log_level,

@@ -17,18 +17,16 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from .catalog import Catalog
-from .channels import Channel, DeliveryError, Message, available_channels
+from .channels import Channel, DeliveryError
 from .errors import StoreError
 from .events import Event
-from .levels import Importance
 from .outbox import (
     NewDelivery,
     PendingDelivery,
@@ -44,7 +42,8 @@ from .outbox import (
 )
 from .render import Renderer
 from .routing.planner import Plan, plan_event
-from .routing.recipients import Recipient, RecipientSource
+from .routing.recipients import RecipientSource
+from .senders import LocalSender, SenderPool, SendJob, build_channels, channel_concurrency, close_channels
 
 if TYPE_CHECKING:
     from .config import Config, DeliveryConfig
@@ -65,8 +64,6 @@ BACKLOG_LOW = 1000
 RETRY_BATCH = 500
 # After the store failed (disk full, I/O error), wait this long before asking it again.
 STORE_RETRY_S = 1.0
-# Rendered messages kept for reuse: a fan-out renders the same notice for one recipient once.
-RENDER_CACHE_SIZE = 128
 
 Job = tuple[PendingDelivery, Event]
 
@@ -84,36 +81,10 @@ def backoff_delay_s(attempts: int, policy: DeliveryConfig, retry_after_s: float 
     return rng.uniform(policy.backoff_initial_s, max(ceiling, policy.backoff_initial_s))
 
 
-def build_channels(config: Config) -> dict[str, Channel]:
-    """One instance of every available channel, built from its config section."""
-    sections: Mapping[str, Any] = {
-        "email": config.channels.email,
-        "pushbullet": config.channels.pushbullet,
-        "posturl": config.channels.posturl,
-        **config.channels.plugins,
-    }
-    channels = {}
-    for name, channel_class in available_channels().items():
-        channels[name] = channel_class(sections.get(name, {}), hostname=config.hostname)
-    return channels
-
-
 def recipient_kind(name: str) -> str:
     """`root` → system, `account:bob` → account, `contact:34` → contact (the naming of `Recipient.name`)."""
     kind, sep, _ = name.partition(":")
     return kind if sep else "system"
-
-
-def channel_concurrency(channel: Channel) -> int:
-    config = channel.config
-    value = config.get("concurrency") if isinstance(config, Mapping) else getattr(config, "concurrency", None)
-    return int(value or 8)
-
-
-def channel_timeout_s(channel: Channel) -> float:
-    config = channel.config
-    value = config.get("timeout_s") if isinstance(config, Mapping) else getattr(config, "timeout_s", None)
-    return float(value or 30)
 
 
 def _log_delivery(emit: Callable[..., Any], name: str, delivery: PendingDelivery, attempts: int, **extra: Any) -> None:
@@ -151,6 +122,12 @@ class Pipeline:
         self.rng = random.Random()
         self.renderer = Renderer(catalog, templates_dir=config.templates.dir, hostname=config.hostname)
         self.channels = build_channels(config)
+        # Where attempts run: sender processes, or this process with `delivery.workers: 0`.
+        self.sender: LocalSender | SenderPool = (
+            SenderPool(config.delivery.workers, config, catalog)
+            if config.delivery.workers
+            else LocalSender(config, catalog, self.channels)
+        )
         self._plan_wakeup = asyncio.Event()  # set after new events are committed
         self._plan_cursor = 0  # the last event seq the planner has read
         self._ready: dict[str, asyncio.Queue[Job]] = {}
@@ -160,7 +137,6 @@ class Pipeline:
         self._room.set()
         self._retry_wakeup = asyncio.Event()
         self._next_retry_at: float | None = 0.0  # "due now": the first pass asks the store
-        self._rendered: OrderedDict[tuple[str, str, str, str], Message] = OrderedDict()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._retired_channels: list[Channel] = []
@@ -181,9 +157,12 @@ class Pipeline:
         self.config = config
         self.sources = list(sources)
         self.renderer = Renderer(self.catalog, templates_dir=config.templates.dir, hostname=config.hostname)
-        self._rendered.clear()
         self._retired_channels.extend(self.channels.values())  # closed at stop: sends in flight may still use them
         self.channels = build_channels(config)
+        if isinstance(self.sender, SenderPool):
+            self.sender.apply_config(config)
+        else:
+            self.sender.apply_config(config, self.channels)
 
     # -- the run -----------------------------------------------------------------------------------------------
 
@@ -191,6 +170,8 @@ class Pipeline:
         """Resume what the store holds, then plan and deliver until `stop()`."""
         for name, channel in self.channels.items():
             self._slots[name] = asyncio.Semaphore(channel_concurrency(channel))
+        if isinstance(self.sender, SenderPool):
+            await self.sender.start()
         # Kept in memory from here on, so a scrape of /metrics never waits behind the store's queue.
         self.metrics.pending.set(await self._store_run(count_pending))
         async with asyncio.TaskGroup() as tasks:
@@ -235,11 +216,9 @@ class Pipeline:
                 task.cancel()  # left pending in the store; attempted again at the next start
             if late:
                 await asyncio.wait(late)
-        for channel in [*self.channels.values(), *self._retired_channels]:
-            try:
-                await channel.close()
-            except Exception as err:
-                log.warning("channel_close_failed", channel=channel.name, error=str(err))
+        await self.sender.close()
+        if isinstance(self.sender, SenderPool):  # else they were the local sender's, which closed them
+            await close_channels([*self.channels.values(), *self._retired_channels])
 
     # -- planning ----------------------------------------------------------------------------------------------
 
@@ -428,11 +407,16 @@ class Pipeline:
             if channel is None:
                 await self._failed(delivery, event, attempts, f"channel {delivery.channel} is not available")
                 return
+            job = SendJob(
+                event=event,
+                channel=delivery.channel,
+                target=delivery.target,
+                importance=delivery.importance,
+                recipient_kind=delivery.recipient_kind,
+                recipient=delivery.recipient,
+            )
             try:
-                message = self.render(event, delivery)
-                # A channel bounds its own requests; this outer bound catches a channel that does not.
-                async with asyncio.timeout(channel_timeout_s(channel) * 2 + 5):
-                    await channel.send(message, delivery.target)
+                await self.sender.send(job)
             except DeliveryError as err:
                 free_slot()
                 await self._unsent(delivery, event, attempts, err.message, err.retryable, err.retry_after_s)
@@ -446,20 +430,6 @@ class Pipeline:
             else:
                 free_slot()
                 await self._sent(delivery, event, attempts)
-
-    def render(self, event: Event, delivery: PendingDelivery) -> Message:
-        """The message for `delivery`; rendered once per (event, recipient, channel), so a fan-out renders once."""
-        key = (event.id, delivery.recipient_kind, delivery.recipient, delivery.channel)
-        message = self._rendered.get(key)
-        if message is None:
-            recipient = Recipient(kind=delivery.recipient_kind, name=delivery.recipient, targets={}, thresholds=None)
-            message = self.renderer.render(
-                event, importance=Importance.parse(delivery.importance), recipient=recipient, channel=delivery.channel
-            )
-            self._rendered[key] = message
-            if len(self._rendered) > RENDER_CACHE_SIZE:
-                self._rendered.popitem(last=False)
-        return message
 
     async def _sent(self, delivery: PendingDelivery, event: Event, attempts: int) -> None:
         now = self.clock()

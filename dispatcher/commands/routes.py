@@ -22,11 +22,11 @@ from ..channels import Channel, short_hash
 from ..config import Config
 from ..errors import UsageError
 from ..events import Event, InvalidEvent, parse_event
-from ..pipeline import build_channels
 from ..routing.importance import ImportanceSource, explain_importance
 from ..routing.planner import Plan, plan_event
 from ..routing.recipients import RecipientSource, SystemContacts
 from ..routing.routes import select_contacts
+from ..senders import build_channels
 from ..store import Store
 from .catalog import format_table, importance_text
 from .common import add_config_option, add_data_option, config_from, parse_data

@@ -10,10 +10,10 @@ import argparse
 import asyncio
 
 from ..catalog import load_catalog
-from ..pipeline import build_channels
 from ..probe import resolve_test_recipient, send_test_notice
 from ..render import Renderer
 from ..routing.recipients import Recipient
+from ..senders import build_channels
 from ..store import Store
 from .common import add_config_option, config_from
 

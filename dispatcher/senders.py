@@ -1,0 +1,433 @@
+"""Senders: where a delivery's attempt runs, rendering its message and handing it to the channel.
+
+The daemon's process receives events, plans them and keeps every record; an attempt needs none of that, only the
+config, the catalog and the delivery. Python runs one thread at a time, so `delivery.workers` (default 1) moves
+attempts into child processes, and a burst uses more than one core:
+
+    daemon: planner, store, scheduling ──jobs──► sender process: render, Channel.send
+                                       ◄─outcomes──
+
+`LocalSender` renders and sends in the process it lives in: the daemon's own with `workers: 0`, each sender
+process otherwise. `SenderPool` is the daemon's side of the processes; the pipeline awaits either the same way:
+`send(job)` returns once the far end took the message and raises `DeliveryError` otherwise.
+
+A sender process is `python -m dispatcher.senders FD`. The socket FD carries frames both ways (4-byte length, then
+a pickle; both ends are this package): the daemon sends ("init", config, catalog), ("config", config) after each
+reload, and ("jobs", [(job id, job), …]); the sender answers ("outcomes", [(job id, None | error), …]). A side
+writes at most one frame per loop iteration, so a burst costs a few writes, not one per delivery. The frames
+carry targets (tokens, URLs with passwords) over a socketpair only the two processes hold; nothing is logged.
+
+A sender process ignores SIGINT, SIGTERM and SIGHUP: the daemon decides when it stops (it closes the socket after
+its drain), while a terminal's Ctrl-C and systemd's stop signal reach every process of the group. If a sender
+process dies, each attempt it held fails as retryable (it may have gone out: a crash can repeat a send, never
+lose one), and a new process takes its place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copyreg
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+import zlib
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from .catalog import Catalog
+from .channels import Channel, DeliveryError, Message, available_channels
+from .events import Event
+from .levels import Importance
+from .render import Renderer
+from .routing.recipients import Recipient
+
+if TYPE_CHECKING:
+    from .config import Config
+
+log = structlog.get_logger(__name__)
+
+# Rendered messages kept for reuse: a fan-out renders the same notice for one recipient once.
+RENDER_CACHE_SIZE = 128
+# A sender process that exits is replaced after this long (a process that cannot start does not spin).
+RESTART_DELAY_S = 1.0
+# How long `close()` waits for a sender process to finish before killing it.
+CLOSE_GRACE_S = 5.0
+# Beyond a channel's own timeout, how long the daemon waits for a sender process's answer.
+ANSWER_GRACE_S = 5.0
+
+_HEADER = struct.Struct(">I")
+
+
+
+def _read_only(mapping: dict[Any, Any]) -> MappingProxyType[Any, Any]:
+    return MappingProxyType(mapping)
+
+
+# The config and catalog hold read-only mappings, which pickle cannot name: send them as the dicts they wrap.
+copyreg.pickle(MappingProxyType, lambda proxy: (_read_only, (dict(proxy),)))
+
+
+@dataclass(frozen=True, slots=True)
+class SendJob:
+    """One attempt: the delivery's channel, target and recipient, and the event to render."""
+
+    event: Event
+    channel: str
+    target: str
+    importance: str
+    recipient_kind: str
+    recipient: str
+
+
+def build_channels(config: Config) -> dict[str, Channel]:
+    """One instance of every available channel, built from its config section."""
+    sections: Mapping[str, Any] = {
+        "email": config.channels.email,
+        "pushbullet": config.channels.pushbullet,
+        "posturl": config.channels.posturl,
+        **config.channels.plugins,
+    }
+    channels = {}
+    for name, channel_class in available_channels().items():
+        channels[name] = channel_class(sections.get(name, {}), hostname=config.hostname)
+    return channels
+
+
+def channel_concurrency(channel: Channel) -> int:
+    config = channel.config
+    value = config.get("concurrency") if isinstance(config, Mapping) else getattr(config, "concurrency", None)
+    return int(value or 8)
+
+
+def channel_timeout_s(channel: Channel) -> float:
+    config = channel.config
+    value = config.get("timeout_s") if isinstance(config, Mapping) else getattr(config, "timeout_s", None)
+    return float(value or 30)
+
+
+def attempt_timeout_s(channel: Channel) -> float:
+    """The bound on one attempt. A channel bounds its own requests; this catches a channel that does not."""
+    return channel_timeout_s(channel) * 2 + 5
+
+
+class LocalSender:
+    """Renders and sends in this process, with the channels of the current config."""
+
+    def __init__(self, config: Config, catalog: Catalog, channels: dict[str, Channel] | None = None) -> None:
+        self.catalog = catalog
+        self._retired: list[Channel] = []
+        self._rendered: OrderedDict[tuple[str, str, str, str], Message] = OrderedDict()
+        self.apply_config(config, channels)
+
+    def apply_config(self, config: Config, channels: dict[str, Channel] | None = None) -> None:
+        """Render and send with `config` from now on; channels in use are closed at `close()`."""
+        self.renderer = Renderer(self.catalog, templates_dir=config.templates.dir, hostname=config.hostname)
+        self._rendered.clear()
+        if hasattr(self, "channels"):
+            self._retired.extend(self.channels.values())
+        self.channels = channels if channels is not None else build_channels(config)
+
+    def render(self, job: SendJob) -> Message:
+        """The message for `job`; rendered once per (event, recipient, channel), so a fan-out renders once."""
+        key = (job.event.id, job.recipient_kind, job.recipient, job.channel)
+        message = self._rendered.get(key)
+        if message is None:
+            recipient = Recipient(kind=job.recipient_kind, name=job.recipient, targets={}, thresholds=None)
+            message = self.renderer.render(
+                job.event, importance=Importance.parse(job.importance), recipient=recipient, channel=job.channel
+            )
+            self._rendered[key] = message
+            if len(self._rendered) > RENDER_CACHE_SIZE:
+                self._rendered.popitem(last=False)
+        return message
+
+    async def send(self, job: SendJob) -> None:
+        """Render and send; raises `DeliveryError`, `TimeoutError` (the attempt's bound) or the channel's bug."""
+        channel = self.channels.get(job.channel)
+        if channel is None:
+            raise DeliveryError(f"channel {job.channel} is not available", retryable=False)
+        message = self.render(job)
+        async with asyncio.timeout(attempt_timeout_s(channel)):
+            await channel.send(message, job.target)
+
+    async def close(self) -> None:
+        await close_channels([*self.channels.values(), *self._retired])
+
+
+async def close_channels(channels: list[Channel]) -> None:
+    """Close each channel; one that fails to close is logged and does not keep the others open."""
+    for channel in channels:
+        try:
+            await channel.close()
+        except Exception as err:
+            log.warning("channel_close_failed", channel=channel.name, error=str(err))
+
+
+# -- the daemon's side --------------------------------------------------------------------------------------------
+
+
+class SenderPool:
+    """`count` sender processes; a job goes to the one its event id picks, so a fan-out's renders share a cache."""
+
+    def __init__(self, count: int, config: Config, catalog: Catalog) -> None:
+        self._config = config
+        self._processes = [_SenderProcess(index, config, catalog) for index in range(count)]
+
+    async def start(self) -> None:
+        await asyncio.gather(*(process.start() for process in self._processes))
+
+    def apply_config(self, config: Config) -> None:
+        """Jobs sent after this use `config` (the frame goes before them)."""
+        self._config = config
+        for process in self._processes:
+            process.apply_config(config)
+
+    async def send(self, job: SendJob) -> None:
+        process = self._processes[zlib.crc32(job.event.id.encode()) % len(self._processes)]
+        await process.send(job, self._answer_timeout_s(job))
+
+    def _answer_timeout_s(self, job: SendJob) -> float:
+        section = getattr(self._config.channels, job.channel, None) or self._config.channels.plugins.get(job.channel)
+        value = section.get("timeout_s") if isinstance(section, Mapping) else getattr(section, "timeout_s", None)
+        return float(value or 30) * 2 + 5 + ANSWER_GRACE_S
+
+    @property
+    def pids(self) -> list[int]:
+        """The running sender processes (for tests and `/proc` readings)."""
+        return [process.pid for process in self._processes if process.pid is not None]
+
+    async def close(self) -> None:
+        await asyncio.gather(*(process.close() for process in self._processes))
+
+
+class _SenderProcess:
+    """One sender process and the attempts it holds; replaced when it exits while the daemon runs."""
+
+    def __init__(self, index: int, config: Config, catalog: Catalog) -> None:
+        self.index = index
+        self._config = config
+        self._catalog = catalog
+        self._process: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._outgoing: list[Any] = []
+        self._next_id = 0
+        self._up = asyncio.Event()
+        self._closing = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None and self._process.returncode is None else None
+
+    async def start(self) -> None:
+        from .logs import settings  # the daemon's logging, for the child to copy
+
+        ours, theirs = socket.socketpair()
+        flags = [f"--{key.replace('_', '-')}={value}" for key, value in settings.items()]
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "dispatcher.senders",
+                str(theirs.fileno()),
+                *flags,
+                pass_fds=[theirs.fileno()],
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        reader, self._writer = await asyncio.open_unix_connection(sock=ours)
+        self._write(("init", self._config, self._catalog))
+        self._reader_task = asyncio.create_task(self._read(reader), name=f"sender-{self.index}-reader")
+        self._up.set()
+        log.info("sender_started", sender=self.index, pid=self._process.pid)
+
+    def apply_config(self, config: Config) -> None:
+        self._config = config
+        self._flush()  # jobs handed over before the reload go out under the old config
+        if self._up.is_set():
+            self._write(("config", config))
+
+    async def send(self, job: SendJob, answer_timeout_s: float) -> None:
+        await self._up.wait()
+        self._next_id += 1
+        job_id = self._next_id
+        answer = asyncio.get_running_loop().create_future()
+        self._waiting[job_id] = answer
+        self._queue(("job", job_id, job))
+        try:
+            async with asyncio.timeout(answer_timeout_s):
+                error = await answer
+        except TimeoutError:
+            raise DeliveryError("the sender process did not answer", retryable=True) from None
+        finally:
+            self._waiting.pop(job_id, None)
+        if error is not None:
+            message, retryable, retry_after_s = error
+            raise DeliveryError(message, retryable=retryable, retry_after_s=retry_after_s)
+
+    def _queue(self, item: Any) -> None:
+        """Jobs of one loop iteration leave in one frame."""
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing.append(item)
+
+    def _flush(self) -> None:
+        if self._outgoing:
+            jobs, self._outgoing = self._outgoing, []
+            self._write(("jobs", [(job_id, job) for _, job_id, job in jobs]))
+
+    def _write(self, frame: Any) -> None:
+        if self._writer is None or self._writer.is_closing():
+            return  # the process is gone; its attempts fail in `_read` and are retried
+        body = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
+        self._writer.write(_HEADER.pack(len(body)) + body)
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                _, outcomes = await _read_frame(reader)
+                for job_id, error in outcomes:
+                    answer = self._waiting.get(job_id)
+                    if answer is not None and not answer.done():
+                        answer.set_result(error)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        await self._exited()
+
+    async def _exited(self) -> None:
+        """The process closed its end: fail what it held, and replace it unless the daemon is closing."""
+        self._up.clear()
+        self._outgoing.clear()
+        if self._writer is not None:
+            self._writer.close()
+        code = await self._process.wait() if self._process is not None else None
+        held = [answer for answer in self._waiting.values() if not answer.done()]
+        for answer in held:
+            answer.set_result((f"the sender process exited (code {code}) during the attempt", True, None))
+        if self._closing:
+            return
+        log.error("sender_exited", sender=self.index, code=code, attempts_lost=len(held), restart_in_s=RESTART_DELAY_S)
+        await asyncio.sleep(RESTART_DELAY_S)
+        while not self._closing:
+            try:
+                await self.start()
+                return
+            except OSError as err:
+                log.error("sender_start_failed", sender=self.index, error=str(err), retry_in_s=RESTART_DELAY_S)
+                await asyncio.sleep(RESTART_DELAY_S)
+
+    async def close(self) -> None:
+        """Close the socket (the process finishes and exits), wait for it, kill it if it lingers."""
+        self._closing = True
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+        process = self._process
+        if process is not None and process.returncode is None:
+            try:
+                async with asyncio.timeout(CLOSE_GRACE_S):
+                    await process.wait()
+            except TimeoutError:
+                log.warning("sender_killed", sender=self.index, reason=f"still running {CLOSE_GRACE_S:g} s after close")
+                process.kill()
+                await process.wait()
+        if self._reader_task is not None:
+            await self._reader_task
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> Any:
+    (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
+    return pickle.loads(await reader.readexactly(size))
+
+
+# -- the sender process -------------------------------------------------------------------------------------------
+
+
+class _SenderService:
+    """The sender process's loop: take jobs, attempt each as a task, answer outcomes one frame per iteration."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.sender: LocalSender | None = None
+        self._attempts: set[asyncio.Task[None]] = set()
+        self._outcomes: list[tuple[int, Any]] = []
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                frame = await _read_frame(self.reader)
+                if frame[0] == "init":
+                    _, config, catalog = frame
+                    self.sender = LocalSender(config, catalog)
+                elif frame[0] == "config" and self.sender is not None:
+                    self.sender.apply_config(frame[1])
+                elif frame[0] == "jobs":
+                    for job_id, job in frame[1]:
+                        task = asyncio.create_task(self._attempt(job_id, job))
+                        self._attempts.add(task)
+                        task.add_done_callback(self._attempts.discard)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the daemon closed its end: it is stopping
+        for task in self._attempts:
+            task.cancel()  # the daemon already left these pending for its next start
+        await asyncio.gather(*self._attempts, return_exceptions=True)
+        if self.sender is not None:
+            await self.sender.close()
+
+    async def _attempt(self, job_id: int, job: SendJob) -> None:
+        assert self.sender is not None
+        error: tuple[str, bool, float | None] | None = None
+        with structlog.contextvars.bound_contextvars(event_id=job.event.id, event_type=job.event.type):
+            try:
+                await self.sender.send(job)
+            except DeliveryError as err:
+                error = (err.message, err.retryable, err.retry_after_s)
+            except TimeoutError:
+                error = ("timed out", True, None)
+            except Exception as err:
+                log.exception("delivery_crashed", channel=job.channel)
+                error = (f"unexpected error: {type(err).__name__}", True, None)
+        if not self._outcomes:
+            asyncio.get_running_loop().call_soon(self._answer)
+        self._outcomes.append((job_id, error))
+
+    def _answer(self) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        if not self.writer.is_closing():
+            body = pickle.dumps(("outcomes", outcomes), protocol=pickle.HIGHEST_PROTOCOL)
+            self.writer.write(_HEADER.pack(len(body)) + body)
+
+
+async def _serve_process(fd: int) -> None:
+    reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
+    await _SenderService(reader, writer).serve()
+    writer.close()
+
+
+def main(argv: list[str]) -> int:
+    from .logs import configure_logging
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    fd, *flags = argv
+    options = dict(flag.removeprefix("--").split("=", 1) for flag in flags)
+    json_lines = {"True": True, "False": False}.get(options.get("json-lines", "None"))
+    configure_logging(debug=options.get("debug") == "True", json_lines=json_lines, quiet=options.get("quiet") == "True")
+    structlog.contextvars.bind_contextvars(sender_pid=os.getpid())
+    asyncio.run(_serve_process(int(fd)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

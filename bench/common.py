@@ -86,6 +86,32 @@ def process_stats(pid: int) -> ProcessStats:
     )
 
 
+def child_pids(pid: int) -> list[int]:
+    """`pid`'s children, from every thread's `/proc/PID/task/TID/children` (empty if it has exited)."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in children.read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+def tree_stats(pid: int) -> ProcessStats:
+    """`process_stats` summed over `pid` and its children (the daemon and its sender processes): CPU and RSS
+    are totals; the peak is the sum of each process's own peak, an upper bound of the group's."""
+    total = process_stats(pid)
+    for child in child_pids(pid):
+        try:
+            stats = process_stats(child)
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited between the listing and the reading
+        total = ProcessStats(
+            cpu_s=total.cpu_s + stats.cpu_s, rss_mb=total.rss_mb + stats.rss_mb, hwm_mb=total.hwm_mb + stats.hwm_mb
+        )
+    return total
+
+
 def machine_busy_s() -> float:
     """CPU seconds all CPUs have spent not idle since boot (`/proc/stat`): the whole machine, every process."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
@@ -94,7 +120,8 @@ def machine_busy_s() -> float:
 
 
 class RssSampler:
-    """Samples a process's VmRSS every `interval_s` in a thread, until `stop()`; `samples` holds (t, MB)."""
+    """Samples the VmRSS of a process and its children every `interval_s` in a thread, until `stop()`;
+    `samples` holds (t, MB)."""
 
     def __init__(self, pid: int, interval_s: float = 1.0) -> None:
         self.pid = pid
@@ -115,7 +142,7 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.samples.append((time.time(), process_stats(self.pid).rss_mb))
+                self.samples.append((time.time(), tree_stats(self.pid).rss_mb))
             except (FileNotFoundError, ProcessLookupError):
                 return
             self._stop.wait(self.interval_s)
@@ -339,7 +366,8 @@ class Daemon:
         raise TimeoutError(f"the daemon was not ready after {timeout_s}s: see {self.log_path}")
 
     def stats(self) -> ProcessStats:
-        return process_stats(self.pid)
+        """The daemon with its sender processes (`delivery.workers`)."""
+        return tree_stats(self.pid)
 
     def metrics(self, timeout_s: float = 5.0) -> dict[str, float]:
         """/metrics as {'name{labels}': value} (samples only, comments left out)."""

@@ -115,6 +115,11 @@ class Context:
     sinks: Sinks
     profile: set[str]
     protocol: str | None = None
+    workers: int | None = None
+
+    def daemon_extra(self) -> dict[str, Any]:
+        """Config beyond contacts and channels: `delivery.workers` when the command line set it."""
+        return {} if self.workers is None else {"delivery": {"workers": self.workers}}
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
@@ -284,7 +289,9 @@ def run_dispatcher(
     """Publish `count` events (at `rate`, 0 = burst) and wait for `expected` messages at the sinks."""
     workdir = ctx.workdir / f"{scenario}-dispatcher"
     broker = mosquitto_in(workdir)
-    daemon = Daemon(workdir, broker=broker, contacts=contacts, channels=channels, protocol=ctx.protocol)
+    daemon = Daemon(
+        workdir, broker=broker, contacts=contacts, channels=channels, protocol=ctx.protocol, extra=ctx.daemon_extra()
+    )
     times_path = workdir / "times.json"
     notes: list[str] = []
     with running(broker, daemon):
@@ -354,7 +361,7 @@ def run_volume(ctx: Context) -> Measurement:
     workdir = ctx.workdir / "e-dispatcher"
     broker = mosquitto_in(workdir)
     contacts = {"root": {"email": ["root@example.com"], "receives": {"email": "none"}}}
-    daemon = Daemon(workdir, broker=broker, contacts=contacts, protocol=ctx.protocol)
+    daemon = Daemon(workdir, broker=broker, contacts=contacts, protocol=ctx.protocol, extra=ctx.daemon_extra())
     times_path = workdir / "times.json"
     notes: list[str] = []
     with running(broker, daemon):
@@ -884,6 +891,7 @@ def main() -> None:
     )
     parser.add_argument("--no-peer", action="store_true", help="skip Alertmanager")
     parser.add_argument("--protocol", choices=["3.1.1", "5"], default=None, help="the daemon's bus.protocol")
+    parser.add_argument("--workers", type=int, default=None, help="the daemon's delivery.workers (sender processes)")
     args = parser.parse_args()
     chosen = [name.strip() for name in args.scenario.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in SCENARIOS]
@@ -896,7 +904,9 @@ def main() -> None:
         workdir = Path(tmp)
         sinks = Sinks(workdir).start()
         profiled = {name.strip() for name in args.profile.split(",") if name.strip()}
-        ctx = Context(sizes=sizes, workdir=workdir, sinks=sinks, profile=profiled, protocol=args.protocol)
+        ctx = Context(
+            sizes=sizes, workdir=workdir, sinks=sinks, profile=profiled, protocol=args.protocol, workers=args.workers
+        )
         with running(sinks):
             for name in chosen:
                 print(f"scenario {name}: {TITLES[name]} …", file=sys.stderr, flush=True)
@@ -923,6 +933,7 @@ def main() -> None:
         when=time.strftime("%Y-%m-%d %H:%M:%S"),
         commit=git_commit(),
         protocol=args.protocol or "the config's default",
+        workers=args.workers if args.workers is not None else "the config's default",
     )
     for name in sorted(profiled & set(chosen)):
         if not (RESULTS / f"profile-{name}.txt").exists():

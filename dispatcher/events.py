@@ -88,6 +88,23 @@ class Event:
             received_at=datetime.fromisoformat(obj["received_at"]),
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # An event is pickled for every attempt a sender process makes (senders.py). A datetime with a tzinfo
+        # pickles about 20 times slower than its ISO text, which round-trips exactly (offset included).
+        return (
+            _event_from_pickle,
+            (
+                self.id,
+                self.type,
+                self.occurred_at.isoformat(),
+                self.host,
+                self.account,
+                self.client_id,
+                self.data,
+                self.received_at.isoformat(),
+            ),
+        )
+
     def template_view(self) -> dict[str, Any]:
         """The `event` variable of the templates (SPEC §5)."""
         return {
@@ -101,6 +118,28 @@ class Event:
             "client_id": self.client_id,
             "data": self.data,
         }
+
+
+def _event_from_pickle(
+    id: str,
+    type: str,
+    occurred_at: str,
+    host: str,
+    account: str | None,
+    client_id: int | None,
+    data: Any,
+    received_at: str,
+) -> Event:
+    return Event(
+        id,
+        type,
+        datetime.fromisoformat(occurred_at),
+        host,
+        account,
+        client_id,
+        data,
+        datetime.fromisoformat(received_at),
+    )
 
 
 def _format_time(moment: datetime) -> str:

@@ -171,7 +171,7 @@ class Pipeline:
         for name, channel in self.channels.items():
             self._slots[name] = asyncio.Semaphore(channel_concurrency(channel))
         if isinstance(self.sender, SenderPool):
-            await self.sender.start()
+            self.sender.start()
         # Kept in memory from here on, so a scrape of /metrics never waits behind the store's queue.
         self.metrics.pending.set(await self._store_run(count_pending))
         async with asyncio.TaskGroup() as tasks:

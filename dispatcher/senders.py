@@ -66,7 +66,6 @@ ANSWER_GRACE_S = 5.0
 _HEADER = struct.Struct(">I")
 
 
-
 def _read_only(mapping: dict[Any, Any]) -> MappingProxyType[Any, Any]:
     return MappingProxyType(mapping)
 
@@ -180,9 +179,11 @@ class SenderPool:
     def __init__(self, count: int, config: Config, catalog: Catalog) -> None:
         self._config = config
         self._processes = [_SenderProcess(index, config, catalog) for index in range(count)]
+        self._runs: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
-        await asyncio.gather(*(process.start() for process in self._processes))
+    def start(self) -> None:
+        """Start the processes; attempts wait until theirs is ready."""
+        self._runs = [asyncio.create_task(process.run(), name=f"sender-{process.index}") for process in self._processes]
 
     def apply_config(self, config: Config) -> None:
         """Jobs sent after this use `config` (the frame goes before them)."""
@@ -206,10 +207,13 @@ class SenderPool:
 
     async def close(self) -> None:
         await asyncio.gather(*(process.close() for process in self._processes))
+        for run in self._runs:
+            run.cancel()  # it may be waiting to restart a process
+        await asyncio.gather(*self._runs, return_exceptions=True)
 
 
 class _SenderProcess:
-    """One sender process and the attempts it holds; replaced when it exits while the daemon runs."""
+    """One sender process and the attempts it holds; `run()` keeps one going, replacing it when it exits."""
 
     def __init__(self, index: int, config: Config, catalog: Catalog) -> None:
         self.index = index
@@ -217,18 +221,34 @@ class _SenderProcess:
         self._catalog = catalog
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
         self._waiting: dict[int, asyncio.Future[Any]] = {}
-        self._outgoing: list[Any] = []
+        self._outgoing: list[tuple[int, SendJob]] = []
         self._next_id = 0
-        self._up = asyncio.Event()
+        self._up = asyncio.Event()  # set while a process is ready for jobs
         self._closing = False
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None and self._process.returncode is None else None
+        return self._process.pid if self._up.is_set() and self._process is not None else None
 
-    async def start(self) -> None:
+    async def run(self) -> None:
+        """Start the process, serve it until it exits, and start another, until `close()`."""
+        while not self._closing:
+            try:
+                reader = await self._start()
+            except (OSError, EOFError) as err:
+                log.error("sender_start_failed", sender=self.index, error=str(err), retry_in_s=RESTART_DELAY_S)
+            else:
+                await self._read(reader)
+                held = await self._exited()
+                if self._closing:
+                    break
+                code = self._process.returncode if self._process is not None else None
+                log.error("sender_exited", sender=self.index, code=code, attempts_to_retry=held)
+            await asyncio.sleep(RESTART_DELAY_S)
+
+    async def _start(self) -> asyncio.StreamReader:
+        """A new process, given the config and catalog; returns once it said it is ready (its signals ignored)."""
         from .logs import settings  # the daemon's logging, for the child to copy
 
         ours, theirs = socket.socketpair()
@@ -247,12 +267,18 @@ class _SenderProcess:
             theirs.close()
         reader, self._writer = await asyncio.open_unix_connection(sock=ours)
         self._write(("init", self._config, self._catalog))
-        self._reader_task = asyncio.create_task(self._read(reader), name=f"sender-{self.index}-reader")
+        try:
+            await _read_frame(reader)  # ("ready",)
+        except (asyncio.IncompleteReadError, ConnectionError) as err:
+            self._writer.close()
+            code = await self._process.wait()
+            raise EOFError(f"the sender process exited (code {code}) while starting") from err
         self._up.set()
         log.info("sender_started", sender=self.index, pid=self._process.pid)
+        return reader
 
     def apply_config(self, config: Config) -> None:
-        self._config = config
+        self._config = config  # for a process started later
         self._flush()  # jobs handed over before the reload go out under the old config
         if self._up.is_set():
             self._write(("config", config))
@@ -263,7 +289,9 @@ class _SenderProcess:
         job_id = self._next_id
         answer = asyncio.get_running_loop().create_future()
         self._waiting[job_id] = answer
-        self._queue(("job", job_id, job))
+        if not self._outgoing:  # the jobs of one loop iteration leave in one frame
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing.append((job_id, job))
         try:
             async with asyncio.timeout(answer_timeout_s):
                 error = await answer
@@ -275,24 +303,19 @@ class _SenderProcess:
             message, retryable, retry_after_s = error
             raise DeliveryError(message, retryable=retryable, retry_after_s=retry_after_s)
 
-    def _queue(self, item: Any) -> None:
-        """Jobs of one loop iteration leave in one frame."""
-        if not self._outgoing:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._outgoing.append(item)
-
     def _flush(self) -> None:
         if self._outgoing:
             jobs, self._outgoing = self._outgoing, []
-            self._write(("jobs", [(job_id, job) for _, job_id, job in jobs]))
+            self._write(("jobs", jobs))
 
     def _write(self, frame: Any) -> None:
         if self._writer is None or self._writer.is_closing():
-            return  # the process is gone; its attempts fail in `_read` and are retried
+            return  # the process is gone; its attempts fail in `_exited` and are retried
         body = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
         self._writer.write(_HEADER.pack(len(body)) + body)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
+        """Hand each outcome to the attempt waiting for it, until the process closes its end."""
         try:
             while True:
                 _, outcomes = await _read_frame(reader)
@@ -302,29 +325,18 @@ class _SenderProcess:
                         answer.set_result(error)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
-        await self._exited()
 
-    async def _exited(self) -> None:
-        """The process closed its end: fail what it held, and replace it unless the daemon is closing."""
+    async def _exited(self) -> int:
+        """The process is gone: each attempt it held fails as retryable. Returns how many it held."""
         self._up.clear()
-        self._outgoing.clear()
+        self._outgoing.clear()  # never sent; their attempts fail below
         if self._writer is not None:
             self._writer.close()
         code = await self._process.wait() if self._process is not None else None
         held = [answer for answer in self._waiting.values() if not answer.done()]
         for answer in held:
             answer.set_result((f"the sender process exited (code {code}) during the attempt", True, None))
-        if self._closing:
-            return
-        log.error("sender_exited", sender=self.index, code=code, attempts_lost=len(held), restart_in_s=RESTART_DELAY_S)
-        await asyncio.sleep(RESTART_DELAY_S)
-        while not self._closing:
-            try:
-                await self.start()
-                return
-            except OSError as err:
-                log.error("sender_start_failed", sender=self.index, error=str(err), retry_in_s=RESTART_DELAY_S)
-                await asyncio.sleep(RESTART_DELAY_S)
+        return len(held)
 
     async def close(self) -> None:
         """Close the socket (the process finishes and exits), wait for it, kill it if it lingers."""
@@ -341,8 +353,6 @@ class _SenderProcess:
                 log.warning("sender_killed", sender=self.index, reason=f"still running {CLOSE_GRACE_S:g} s after close")
                 process.kill()
                 await process.wait()
-        if self._reader_task is not None:
-            await self._reader_task
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> Any:
@@ -370,6 +380,7 @@ class _SenderService:
                 if frame[0] == "init":
                     _, config, catalog = frame
                     self.sender = LocalSender(config, catalog)
+                    self._write(("ready",))
                 elif frame[0] == "config" and self.sender is not None:
                     self.sender.apply_config(frame[1])
                 elif frame[0] == "jobs":
@@ -404,8 +415,11 @@ class _SenderService:
 
     def _answer(self) -> None:
         outcomes, self._outcomes = self._outcomes, []
+        self._write(("outcomes", outcomes))
+
+    def _write(self, frame: Any) -> None:
         if not self.writer.is_closing():
-            body = pickle.dumps(("outcomes", outcomes), protocol=pickle.HIGHEST_PROTOCOL)
+            body = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
             self.writer.write(_HEADER.pack(len(body)) + body)
 
 

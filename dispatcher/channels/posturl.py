@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import re
 import time
@@ -96,14 +97,12 @@ class PostUrlChannel(Channel):
         A target that is not an http(s) URL with a host shows as `<invalid URL …>` with a short hash: how such a
         string splits into parts is guesswork, and a wrong guess could show a password.
         """
-        if _http_url(target) is None:
-            return f"<invalid URL {short_hash(target)}>"
-        return redact_url(target.strip())
+        return _describe_target(target)
 
     async def send(self, message: Message, target: str) -> None:
         """POST `message`'s fields to the URL `target`; raise `DeliveryError` saying whether to retry."""
         endpoint = _parse_endpoint(target)
-        shown = self.describe_target(target)
+        shown = _describe_target(target)
         data, content_type = self.encode_body(message, endpoint.params)
         timeout_s = float(self.config.timeout_s)
         # Waiting for a free slot is not the receiver's fault, so it is outside the timeout.
@@ -182,6 +181,15 @@ def _http_url(target: str) -> URL | None:
     return url
 
 
+# Targets are few (the contacts' URLs) and each is sent to many times: parse and redact each once.
+@functools.lru_cache(maxsize=1024)
+def _describe_target(target: str) -> str:
+    if _http_url(target) is None:
+        return f"<invalid URL {short_hash(target)}>"
+    return redact_url(target.strip())
+
+
+@functools.lru_cache(maxsize=1024)
 def _parse_endpoint(target: str) -> _Endpoint:
     url = _http_url(target)
     if url is None:

@@ -1,0 +1,160 @@
+"""Sender processes (`delivery.workers`): attempts run in child processes; a dead one loses nothing, a reload
+reaches them, and the daemon's stop, not a stray signal, ends them."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiomqtt
+import yaml
+
+from dispatcher.senders import LocalSender, SenderPool
+
+from .brokers import Mosquitto
+from .conftest import RunningDaemon, wait_until
+from .servers import WebhookSink
+
+FAST_RETRIES = {"max_attempts": 5, "backoff_initial_s": 0.05, "backoff_max_s": 0.2, "give_up_after_s": 60}
+
+
+def webhook_contacts(webhook: WebhookSink) -> dict[str, Any]:
+    return {"root": {"posturl": [webhook.url], "receives": {"posturl": "all"}}}
+
+
+def children_running_senders() -> list[int]:
+    """This process's children that are sender processes (`python -m dispatcher.senders`)."""
+    found = []
+    for listing in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        for pid in listing.read_text().split():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except FileNotFoundError:
+                continue
+            if b"dispatcher.senders" in cmdline:
+                found.append(int(pid))
+    return found
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+async def submit(daemon: RunningDaemon, http: aiohttp.ClientSession, **event: Any) -> str:
+    response = await http.post(f"{daemon.base_url}/api/v1/events", json=event, headers=daemon.auth)
+    assert response.status == 202, await response.text()
+    return str((await response.json())["id"])
+
+
+async def test_two_sender_processes_share_the_deliveries(
+    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
+) -> None:
+    async with WebhookSink() as webhook:
+        config = make_config(delivery={"workers": 2}, contacts=webhook_contacts(webhook))
+        daemon = await start_daemon(config)
+        pool = daemon.dispatcher.pipeline.sender
+        assert isinstance(pool, SenderPool)
+        await wait_until(lambda: len(pool.pids) == 2)
+        assert sorted(pool.pids) == sorted(children_running_senders())
+        ids = [await submit(daemon, http, type="Backup/Failure", id=f"two-{n}") for n in range(40)]
+        await webhook.wait_for(40)
+        assert sorted(request.form["event_id"] for request in webhook.requests) == sorted(ids)
+
+
+async def test_workers_0_sends_from_the_daemons_own_process(
+    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
+) -> None:
+    async with WebhookSink() as webhook:
+        config = make_config(delivery={"workers": 0}, contacts=webhook_contacts(webhook))
+        daemon = await start_daemon(config)
+        assert isinstance(daemon.dispatcher.pipeline.sender, LocalSender)
+        event_id = await submit(daemon, http, type="Backup/Failure")
+        (request,) = await webhook.wait_for(1)
+        assert request.form["event_id"] == event_id
+        assert children_running_senders() == []
+
+
+async def test_a_killed_sender_process_is_replaced_and_nothing_is_lost(
+    mosquitto: Mosquitto, make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
+) -> None:
+    """SIGKILL the sender in the middle of 300 deliveries: its attempts are retried by its replacement, every
+    event arrives, and the daemon logs the exit and keeps running."""
+    async with WebhookSink(delay_s=0.01) as webhook:
+        config = make_config(
+            delivery=FAST_RETRIES, channels={"posturl": {"concurrency": 8}}, contacts=webhook_contacts(webhook)
+        )
+        daemon = await start_daemon(config)
+        pool = daemon.dispatcher.pipeline.sender
+        assert isinstance(pool, SenderPool)
+        await wait_until(lambda: pool.pids)
+        (first,) = pool.pids
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+            for n in range(300):
+                await client.publish("events/Backup/Failure", json.dumps({"id": f"kill-{n}"}).encode(), qos=1)
+        await wait_until(lambda: len(webhook.requests) >= 50, timeout_s=30)
+        os.kill(first, signal.SIGKILL)
+        await wait_until(lambda: pool.pids and pool.pids != [first], timeout_s=20)
+        await wait_until(lambda: len({r.form["event_id"] for r in webhook.requests}) == 300, timeout_s=60)
+        arrivals = collections.Counter(request.form["event_id"] for request in webhook.requests)
+        assert set(arrivals) == {f"kill-{n}" for n in range(300)}
+        # Only attempts the dead process held can arrive twice: at most the channel's concurrency.
+        assert sum(n - 1 for n in arrivals.values()) <= 8
+        assert not daemon.task.done()
+
+        async def all_recorded_as_sent() -> bool:
+            metrics = await (await http.get(f"{daemon.base_url}/metrics")).text()
+            return 'dispatcher_deliveries_total{channel="posturl",outcome="sent"} 300.0' in metrics
+
+        await wait_until(all_recorded_as_sent)
+
+
+async def test_a_reload_reaches_the_sender_process(
+    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
+) -> None:
+    """Post to URL's `format` is read only where the request is made: after a reload the next event goes as JSON."""
+    async with WebhookSink() as webhook:
+        config = make_config(channels={"posturl": {"format": "form"}}, contacts=webhook_contacts(webhook))
+        daemon = await start_daemon(config)
+        await submit(daemon, http, type="Backup/Failure", id="before")
+        await webhook.wait_for(1)
+        document = yaml.safe_load(config.read_text())
+        document["channels"]["posturl"]["format"] = "json"
+        config.write_text(yaml.safe_dump(document))
+        assert await daemon.dispatcher.reload(config)
+        await submit(daemon, http, type="Backup/Failure", id="after")
+        before, after = await webhook.wait_for(2)
+        assert before.form["event_id"] == "before" and before.json is None
+        assert after.json["event_id"] == "after"
+
+
+async def test_sigterm_to_the_whole_group_stops_the_daemon_and_its_sender(
+    make_config: Callable[..., Path], daemon_process: Any
+) -> None:
+    """systemd's stop signal reaches every process of the unit: the sender ignores it, the daemon drains, closes
+    the sender, and exits 0 with no process left behind."""
+    async with WebhookSink() as webhook:
+        config = make_config(contacts=webhook_contacts(webhook))
+        daemon = daemon_process(config)
+        daemon.start()
+        await wait_until(lambda: b"sender_started" in daemon.log_path.read_bytes(), timeout_s=20)
+        started = next(
+            json.loads(line) for line in daemon.log_path.read_text().splitlines() if '"sender_started"' in line
+        )
+        sender = int(started["pid"])
+        assert process_alive(sender)
+        os.kill(sender, signal.SIGTERM)
+        os.kill(daemon.process.pid, signal.SIGTERM)
+        assert await asyncio.to_thread(daemon.process.wait, 30) == 0
+        await wait_until(lambda: not process_alive(sender), timeout_s=10)
+        assert "sender_exited" not in daemon.logs()  # stopped by the daemon, not found dead

@@ -62,6 +62,8 @@ BACKLOG_HIGH = 2000
 BACKLOG_LOW = 1000
 # Retries read from the store per query.
 RETRY_BATCH = 500
+# Attempts in flight per channel, with sender processes, as a multiple of the channel's concurrency (see `run`).
+SENDER_LOOKAHEAD = 2
 # After the store failed (disk full, I/O error), wait this long before asking it again.
 STORE_RETRY_S = 1.0
 
@@ -168,8 +170,12 @@ class Pipeline:
 
     async def run(self) -> None:
         """Resume what the store holds, then plan and deliver until `stop()`."""
+        # Sender processes get more attempts than a channel's concurrency: the channel's own limit still bounds
+        # its connections, and the extra attempts are rendered while the others wait for the far end, instead of
+        # after each answer has come back to this process.
+        ahead = SENDER_LOOKAHEAD if isinstance(self.sender, SenderPool) else 1
         for name, channel in self.channels.items():
-            self._slots[name] = asyncio.Semaphore(channel_concurrency(channel))
+            self._slots[name] = asyncio.Semaphore(channel_concurrency(channel) * ahead)
         if isinstance(self.sender, SenderPool):
             self.sender.start()
         # Kept in memory from here on, so a scrape of /metrics never waits behind the store's queue.

@@ -13,7 +13,8 @@ process otherwise. `SenderPool` is the daemon's side of the processes; the pipel
 
 A sender process is `python -m dispatcher.senders FD`. The socket FD carries frames both ways (4-byte length, then
 a pickle; both ends are this package): the daemon sends ("init", config, catalog), ("config", config) after each
-reload, and ("jobs", [(job id, job), …]); the sender answers ("outcomes", [(job id, None | error), …]). A side
+reload, and ("jobs", [(job id, job), …]); the sender answers ("ready",) once set up, then ("outcomes", [(job id,
+None | (message, retryable, retry_after_s)), …]). A side
 writes at most one frame per loop iteration, so a burst costs a few writes, not one per delivery. The frames
 carry targets (tokens, URLs with passwords) over a socketpair only the two processes hold; nothing is logged.
 
@@ -100,21 +101,19 @@ def build_channels(config: Config) -> dict[str, Channel]:
     return channels
 
 
+def _setting(section: Any, key: str) -> Any:
+    """A channel's setting: built-in sections are dataclasses, a plugin's is a mapping."""
+    return section.get(key) if isinstance(section, Mapping) else getattr(section, key, None)
+
+
 def channel_concurrency(channel: Channel) -> int:
-    config = channel.config
-    value = config.get("concurrency") if isinstance(config, Mapping) else getattr(config, "concurrency", None)
-    return int(value or 8)
+    return int(_setting(channel.config, "concurrency") or 8)
 
 
-def channel_timeout_s(channel: Channel) -> float:
-    config = channel.config
-    value = config.get("timeout_s") if isinstance(config, Mapping) else getattr(config, "timeout_s", None)
-    return float(value or 30)
-
-
-def attempt_timeout_s(channel: Channel) -> float:
-    """The bound on one attempt. A channel bounds its own requests; this catches a channel that does not."""
-    return channel_timeout_s(channel) * 2 + 5
+def attempt_timeout_s(section: Any) -> float:
+    """The bound on one attempt under a channel's config `section`. A channel bounds its own requests (its
+    `timeout_s`, after waiting for one of its slots); this catches a channel that does not."""
+    return float(_setting(section, "timeout_s") or 30) * 2 + 5
 
 
 class LocalSender:
@@ -122,6 +121,7 @@ class LocalSender:
 
     def __init__(self, config: Config, catalog: Catalog, channels: dict[str, Channel] | None = None) -> None:
         self.catalog = catalog
+        self.channels: dict[str, Channel] = {}
         self._retired: list[Channel] = []
         self._rendered: OrderedDict[tuple[str, str, str, str], Message] = OrderedDict()
         self.apply_config(config, channels)
@@ -130,8 +130,7 @@ class LocalSender:
         """Render and send with `config` from now on; channels in use are closed at `close()`."""
         self.renderer = Renderer(self.catalog, templates_dir=config.templates.dir, hostname=config.hostname)
         self._rendered.clear()
-        if hasattr(self, "channels"):
-            self._retired.extend(self.channels.values())
+        self._retired.extend(self.channels.values())  # sends in flight may still use them
         self.channels = channels if channels is not None else build_channels(config)
 
     def render(self, job: SendJob) -> Message:
@@ -154,7 +153,7 @@ class LocalSender:
         if channel is None:
             raise DeliveryError(f"channel {job.channel} is not available", retryable=False)
         message = self.render(job)
-        async with asyncio.timeout(attempt_timeout_s(channel)):
+        async with asyncio.timeout(attempt_timeout_s(channel.config)):
             await channel.send(message, job.target)
 
     async def close(self) -> None:
@@ -196,9 +195,9 @@ class SenderPool:
         await process.send(job, self._answer_timeout_s(job))
 
     def _answer_timeout_s(self, job: SendJob) -> float:
-        section = getattr(self._config.channels, job.channel, None) or self._config.channels.plugins.get(job.channel)
-        value = section.get("timeout_s") if isinstance(section, Mapping) else getattr(section, "timeout_s", None)
-        return float(value or 30) * 2 + 5 + ANSWER_GRACE_S
+        channels = self._config.channels
+        section = channels.plugins.get(job.channel) or getattr(channels, job.channel, None)
+        return attempt_timeout_s(section) + ANSWER_GRACE_S
 
     @property
     def pids(self) -> list[int]:

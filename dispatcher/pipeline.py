@@ -62,8 +62,6 @@ BACKLOG_HIGH = 2000
 BACKLOG_LOW = 1000
 # Retries read from the store per query.
 RETRY_BATCH = 500
-# Attempts in flight per channel, with sender processes, as a multiple of the channel's concurrency (see `run`).
-SENDER_LOOKAHEAD = 2
 # After the store failed (disk full, I/O error), wait this long before asking it again.
 STORE_RETRY_S = 1.0
 
@@ -161,23 +159,15 @@ class Pipeline:
         self.renderer = Renderer(self.catalog, templates_dir=config.templates.dir, hostname=config.hostname)
         self._retired_channels.extend(self.channels.values())  # closed at stop: sends in flight may still use them
         self.channels = build_channels(config)
-        if isinstance(self.sender, SenderPool):
-            self.sender.apply_config(config)
-        else:
-            self.sender.apply_config(config, self.channels)
+        self.sender.apply_config(config, self.channels)
 
     # -- the run -----------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Resume what the store holds, then plan and deliver until `stop()`."""
-        # Sender processes get more attempts than a channel's concurrency: the channel's own limit still bounds
-        # its connections, and the extra attempts are rendered while the others wait for the far end, instead of
-        # after each answer has come back to this process.
-        ahead = SENDER_LOOKAHEAD if isinstance(self.sender, SenderPool) else 1
         for name, channel in self.channels.items():
-            self._slots[name] = asyncio.Semaphore(channel_concurrency(channel) * ahead)
-        if isinstance(self.sender, SenderPool):
-            self.sender.start()
+            self._slots[name] = asyncio.Semaphore(channel_concurrency(channel) * self.sender.lookahead)
+        self.sender.start()
         # Kept in memory from here on, so a scrape of /metrics never waits behind the store's queue.
         self.metrics.pending.set(await self._store_run(count_pending))
         async with asyncio.TaskGroup() as tasks:

@@ -119,6 +119,9 @@ def attempt_timeout_s(section: Any) -> float:
 class LocalSender:
     """Renders and sends in this process, with the channels of the current config."""
 
+    # Attempts in flight per channel, as a multiple of its concurrency (see SenderPool.lookahead).
+    lookahead = 1
+
     def __init__(self, config: Config, catalog: Catalog, channels: dict[str, Channel] | None = None) -> None:
         self.catalog = catalog
         self.channels: dict[str, Channel] = {}
@@ -126,8 +129,12 @@ class LocalSender:
         self._rendered: OrderedDict[tuple[str, str, str, str], Message] = OrderedDict()
         self.apply_config(config, channels)
 
+    def start(self) -> None:
+        """Nothing to start: attempts run in this process."""
+
     def apply_config(self, config: Config, channels: dict[str, Channel] | None = None) -> None:
-        """Render and send with `config` from now on; channels in use are closed at `close()`."""
+        """Render and send with `config` (and `channels`, if given) from now on; channels replaced are closed at
+        `close()`, since sends in flight may still use them."""
         self.renderer = Renderer(self.catalog, templates_dir=config.templates.dir, hostname=config.hostname)
         self._rendered.clear()
         self._retired.extend(self.channels.values())  # sends in flight may still use them
@@ -175,6 +182,11 @@ async def close_channels(channels: list[Channel]) -> None:
 class SenderPool:
     """`count` sender processes; a job goes to the one its event id picks, so a fan-out's renders share a cache."""
 
+    # The pipeline lets twice a channel's concurrency in flight: the channel's own limit (in the sender process)
+    # still bounds its connections, and the extra attempts are rendered while the others wait for the far end,
+    # instead of after each answer has travelled back to the daemon's process.
+    lookahead = 2
+
     def __init__(self, count: int, config: Config, catalog: Catalog) -> None:
         self._config = config
         self._processes = [_SenderProcess(index, config, catalog) for index in range(count)]
@@ -184,8 +196,8 @@ class SenderPool:
         """Start the processes; attempts wait until theirs is ready."""
         self._runs = [asyncio.create_task(process.run(), name=f"sender-{process.index}") for process in self._processes]
 
-    def apply_config(self, config: Config) -> None:
-        """Jobs sent after this use `config` (the frame goes before them)."""
+    def apply_config(self, config: Config, channels: dict[str, Channel] | None = None) -> None:
+        """Jobs sent after this use `config` (the frame goes before them); each process builds its own channels."""
         self._config = config
         for process in self._processes:
             process.apply_config(config)

@@ -39,8 +39,71 @@ SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 # broker may send 65,535 at once, and a burst then waits in our memory (paho's per-message Properties cost
 # kilobytes each) instead of in the broker's queue. One window fills one batch, so one commit.
 RECEIVE_MAXIMUM = MAX_BATCH
+# Messages read but not yet handled: above HIGH the intake stops reading the broker's socket until they fall
+# below LOW. The broker should bound them (Receive Maximum, max_inflight_messages), but mosquitto 2.0 sends
+# past its inflight limit once acknowledgements flow, and aiomqtt's queue is unbounded: a burst faster than
+# the store would then pile up here (about 600 bytes a message) instead of in the broker's queue.
+READ_PAUSE_HIGH = 2 * MAX_BATCH
+READ_PAUSE_LOW = MAX_BATCH // 2
 RECONNECT_INITIAL_S = 0.5
 RECONNECT_MAX_S = 30.0
+
+
+class _IncomingQueue(asyncio.Queue[aiomqtt.Message]):
+    """aiomqtt's queue of messages read and not yet handled, which pauses the socket's reading while it holds
+    more than READ_PAUSE_HIGH (checked as each message arrives) and resumes it below READ_PAUSE_LOW."""
+
+    reading: _SocketReading | None = None
+
+    def _put(self, item: aiomqtt.Message) -> None:
+        super()._put(item)  # type: ignore[misc]
+        if self.reading is not None and self.qsize() > READ_PAUSE_HIGH:
+            self.reading.pause()
+
+    def _get(self) -> aiomqtt.Message:
+        item: aiomqtt.Message = super()._get()  # type: ignore[misc]
+        if self.reading is not None and self.qsize() < READ_PAUSE_LOW:
+            self.reading.resume()
+        return item
+
+
+class _SocketReading:
+    """Pauses and resumes the event loop's reading of the broker's socket (TCP backpressure on the broker).
+
+    aiomqtt registers a reader callback for paho's socket and offers no way to pause it; the callback is taken
+    from the loop's selector while paused and registered again as it was. Keep-alive pings are not answered
+    while paused, so pauses must stay short: they last as long as the intake takes to handle
+    READ_PAUSE_HIGH - READ_PAUSE_LOW messages.
+    """
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+        self._paused: tuple[int, Callable[..., object], tuple[object, ...]] | None = None
+
+    def pause(self) -> None:
+        sock = self._client._client.socket()
+        if self._paused is not None or sock is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            reader = loop._selector.get_key(sock.fileno()).data[0]  # type: ignore[attr-defined]
+        except (KeyError, ValueError, AttributeError):
+            return  # not registered (connecting, or already closed): nothing to pause
+        if reader is None:
+            return
+        self._paused = (sock.fileno(), reader._callback, reader._args)
+        loop.remove_reader(sock.fileno())
+        log.debug("bus_reading_paused", waiting=len(self._client.messages))
+
+    def resume(self) -> None:
+        if self._paused is None:
+            return
+        fd, callback, args = self._paused
+        self._paused = None
+        sock = self._client._client.socket()
+        if sock is not None and sock.fileno() == fd:  # not closed meanwhile
+            asyncio.get_running_loop().add_reader(fd, callback, *args)
+            log.debug("bus_reading_resumed", waiting=len(self._client.messages))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +131,12 @@ class MqttIntake:
         self._reject = reject
         self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
+        self._session: aiomqtt.Client | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Messages read from the broker and not yet handled (bounded by the read pause)."""
+        return len(self._session.messages) if self._session is not None else 0
 
     @property
     def subscription(self) -> str:
@@ -86,6 +155,7 @@ class MqttIntake:
             attempt += 1
             try:
                 async with self._client() as client:
+                    self._session = client
                     await client.subscribe(self.subscription, qos=1)
                     self.connected.set()
                     log.info("bus_connected", host=self.bus.host, port=self.bus.port, topic=self.subscription)
@@ -138,9 +208,13 @@ class MqttIntake:
             properties=properties,
             tls_context=tls_context,
             timeout=10,
+            queue_type=_IncomingQueue,
         )
         # Before CONNECT: the broker redelivers the session's messages as soon as we are connected.
         client._client.manual_ack_set(True)
+        queue = client._queue
+        assert isinstance(queue, _IncomingQueue)
+        queue.reading = _SocketReading(client)
         return client
 
     async def _consume(self, client: aiomqtt.Client) -> None:

@@ -726,8 +726,9 @@ def _read_bus(reader: _Reader, m: _Map) -> BusConfig:
     if shared_group is not None and "/" in shared_group:
         reader.error(m.value_node("shared_group"), m.sub("shared_group"), f"must not contain '/', got {shared_group!r}")
     dead_letter_topic = m.get("dead_letter_topic", lambda n, p: reader.parsed(n, p, _topic), "events-dead-letter")
-    # 3.1.1 unless shared subscriptions need 5: paho-mqtt 2.2 grows without bound receiving MQTT 5 messages
-    # (about 3 KB each, measured with plain aiomqtt: 29 MB → 203 MB for 60,000 messages; 3.1.1: 29 → 48 MB).
+    # 3.1.1 unless shared subscriptions need 5: paho-mqtt spends about twice the CPU on an MQTT 5 message
+    # (bench/README.md). (The growth once blamed on paho was mosquitto sending past its inflight limit into
+    # aiomqtt's unbounded queue; the intake now stops reading instead, see intake/mqtt.py.)
     protocol = m.choice("protocol", "5" if shared_group is not None else "3.1.1", ("5", "3.1.1"))
     if shared_group is not None and protocol != "5":
         reader.error(m.value_node("shared_group"), m.sub("shared_group"), "shared subscriptions need protocol 5")

@@ -37,7 +37,8 @@ MAX_BATCH = 1000
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 # MQTT 5 Receive Maximum: at most this many unacknowledged QoS 1 messages in flight to us. Without it the
 # broker may send 65,535 at once, and a burst then waits in our memory (paho's per-message Properties cost
-# kilobytes each) instead of in the broker's queue. One window fills one batch, so one commit.
+# kilobytes each) instead of in the broker's queue. One window fills one batch, so one commit. (mosquitto 2.0
+# sends past it once acknowledgements flow: READ_PAUSE_HIGH below is what bounds our memory.)
 RECEIVE_MAXIMUM = MAX_BATCH
 # Messages read but not yet handled: above HIGH the intake stops reading the broker's socket until they fall
 # below LOW. The broker should bound them (Receive Maximum, max_inflight_messages), but mosquitto 2.0 sends

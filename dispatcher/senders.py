@@ -59,6 +59,8 @@ log = structlog.get_logger(__name__)
 RENDER_CACHE_SIZE = 128
 # A sender process that exits is replaced after this long (a process that cannot start does not spin).
 RESTART_DELAY_S = 1.0
+# How long a new sender process may take to say it is ready (imports, building channels) before it is killed.
+START_TIMEOUT_S = 60.0
 # How long `close()` waits for a sender process to finish before killing it.
 CLOSE_GRACE_S = 5.0
 # Beyond a channel's own timeout, how long the daemon waits for a sender process's answer.
@@ -274,16 +276,22 @@ class _SenderProcess:
                 pass_fds=[theirs.fileno()],
                 stdin=asyncio.subprocess.DEVNULL,
             )
+        except OSError:
+            ours.close()
+            raise
         finally:
             theirs.close()
         reader, self._writer = await asyncio.open_unix_connection(sock=ours)
         self._write(("init", self._config, self._catalog))
         try:
-            await _read_frame(reader)  # ("ready",)
-        except (asyncio.IncompleteReadError, ConnectionError) as err:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                await _read_frame(reader)  # ("ready",)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError) as err:
             self._writer.close()
+            if self._process.returncode is None:
+                self._process.kill()  # it hung while starting
             code = await self._process.wait()
-            raise EOFError(f"the sender process exited (code {code}) while starting") from err
+            raise EOFError(f"the sender process did not start (exit code {code})") from err
         self._up.set()
         log.info("sender_started", sender=self.index, pid=self._process.pid)
         return reader

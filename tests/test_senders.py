@@ -8,6 +8,7 @@ import collections
 import json
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -158,3 +159,24 @@ async def test_sigterm_to_the_whole_group_stops_the_daemon_and_its_sender(
         assert await asyncio.to_thread(daemon.process.wait, 30) == 0
         await wait_until(lambda: not process_alive(sender), timeout_s=10)
         assert "sender_exited" not in daemon.logs()  # stopped by the daemon, not found dead
+
+
+async def test_a_sender_that_cannot_start_is_retried_and_deliveries_wait_for_it(
+    make_config: Callable[..., Path],
+    start_daemon: Any,
+    http: aiohttp.ClientSession,
+    monkeypatch: Any,
+    capsys: Any,
+) -> None:
+    """The sender's interpreter fails at first (a broken install being fixed): the daemon logs each failed start,
+    keeps the event, and delivers it once a sender starts."""
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    async with WebhookSink() as webhook:
+        config = make_config(contacts=webhook_contacts(webhook))
+        daemon = await start_daemon(config)
+        event_id = await submit(daemon, http, type="Backup/Failure")
+        await wait_until(lambda: capsys.readouterr().out.count("sender_start_failed") or False, timeout_s=10)
+        assert webhook.requests == []
+        monkeypatch.undo()
+        (request,) = await webhook.wait_for(1, timeout_s=20)
+        assert request.form["event_id"] == event_id

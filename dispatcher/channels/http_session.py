@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import aiohttp
 
 from dispatcher import __version__
@@ -17,6 +20,7 @@ class HttpSession:
 
     def __init__(self, concurrency: int) -> None:
         self.concurrency = max(1, int(concurrency))
+        self._slots = asyncio.Semaphore(self.concurrency)
         self._session: aiohttp.ClientSession | None = None
 
     def get(self) -> aiohttp.ClientSession:
@@ -27,6 +31,17 @@ class HttpSession:
                 headers={"User-Agent": f"dispatcher/{__version__}"},
             )
         return self._session
+
+    async def post(self, url: Any, *, timeout_s: float, cap_bytes: int, **options: Any) -> tuple[int, Any, bytes]:
+        """POST without following redirects: the status, the headers and at most `cap_bytes` of the body.
+
+        At most `concurrency` requests at once; `timeout_s` bounds the request once it has a slot (waiting for a
+        slot is not the far end's fault). Raises TimeoutError, aiohttp.ClientError or OSError.
+        """
+        async with self._slots:
+            async with asyncio.timeout(timeout_s):
+                async with self.get().post(url, allow_redirects=False, **options) as response:
+                    return response.status, response.headers, await read_capped(response, cap_bytes)
 
     async def close(self) -> None:
         """Close the session, if one was opened."""

@@ -13,7 +13,6 @@ other 4xx are permanent; redirects are not followed and are permanent.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import json
@@ -27,7 +26,7 @@ import structlog
 from yarl import URL
 
 from dispatcher.channels.base import Channel, DeliveryError, Message, parse_retry_after, short_hash
-from dispatcher.channels.http_session import HttpSession, read_capped
+from dispatcher.channels.http_session import HttpSession
 from dispatcher.config import redact_url
 
 log = structlog.get_logger(__name__)
@@ -88,7 +87,6 @@ class PostUrlChannel(Channel):
 
     def __init__(self, config: Any, *, hostname: str) -> None:
         super().__init__(config, hostname=hostname)
-        self._slots = asyncio.Semaphore(max(1, int(config.concurrency)))
         self._http = HttpSession(config.concurrency)
 
     def describe_target(self, target: str) -> str:
@@ -105,27 +103,22 @@ class PostUrlChannel(Channel):
         shown = _describe_target(target)
         data, content_type = self.encode_body(message, endpoint.params)
         timeout_s = float(self.config.timeout_s)
-        # Waiting for a free slot is not the receiver's fault, so it is outside the timeout.
-        async with self._slots:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    async with self._http.get().post(
-                        endpoint.url,
-                        data=data,
-                        headers=endpoint.headers(content_type),
-                        allow_redirects=False,
-                    ) as response:
-                        status = response.status
-                        headers = response.headers
-                        body = await read_capped(response, _BODY_CAP_BYTES)
-            except TimeoutError as err:
-                raise DeliveryError(f"{shown} did not answer within {timeout_s:g} s", retryable=True) from err
-            except aiohttp.InvalidURL as err:
-                raise DeliveryError(f"{shown} is not a valid URL", retryable=False) from err
-            except (aiohttp.ClientError, OSError) as err:
-                raise DeliveryError(
-                    f"cannot reach {shown}: {_scrub(_describe(err), endpoint.secrets)}", retryable=True
-                ) from err
+        try:
+            status, headers, body = await self._http.post(
+                endpoint.url,
+                timeout_s=timeout_s,
+                cap_bytes=_BODY_CAP_BYTES,
+                data=data,
+                headers=endpoint.headers(content_type),
+            )
+        except TimeoutError as err:
+            raise DeliveryError(f"{shown} did not answer within {timeout_s:g} s", retryable=True) from err
+        except aiohttp.InvalidURL as err:
+            raise DeliveryError(f"{shown} is not a valid URL", retryable=False) from err
+        except (aiohttp.ClientError, OSError) as err:
+            raise DeliveryError(
+                f"cannot reach {shown}: {_scrub(_describe(err), endpoint.secrets)}", retryable=True
+            ) from err
         if 200 <= status < 300:
             log.debug("posturl_sent", target=shown, event_id=message.event_id)
             return

@@ -7,7 +7,6 @@ Pushbullet answers errors as `{"error": {"type", "message", "code", "cat"}}`; 40
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -17,7 +16,7 @@ import aiohttp
 import structlog
 
 from dispatcher.channels.base import Channel, DeliveryError, Message, parse_retry_after, short_hash
-from dispatcher.channels.http_session import HttpSession, read_capped
+from dispatcher.channels.http_session import HttpSession
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +38,6 @@ class PushbulletChannel(Channel):
     def __init__(self, config: Any, *, hostname: str) -> None:
         super().__init__(config, hostname=hostname)
         self._pushes_url = str(config.api_url).rstrip("/") + "/v2/pushes"
-        self._slots = asyncio.Semaphore(max(1, int(config.concurrency)))
         self._http = HttpSession(config.concurrency)
 
     def describe_target(self, target: str) -> str:
@@ -53,29 +51,22 @@ class PushbulletChannel(Channel):
             raise DeliveryError(f"{self.describe_target(target)} is not a usable access token", retryable=False)
         payload = {"type": "note", "title": message.subject, "body": message.text}
         timeout_s = float(self.config.timeout_s)
-        # Waiting for a free slot is not Pushbullet's fault, so it is outside the timeout.
-        async with self._slots:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    async with self._http.get().post(
-                        self._pushes_url,
-                        json=payload,
-                        headers={"Access-Token": token},
-                        allow_redirects=False,
-                    ) as response:
-                        status = response.status
-                        headers = response.headers
-                        body = await read_capped(response, _BODY_CAP_BYTES)
-            except TimeoutError as err:
-                raise DeliveryError(f"Pushbullet did not answer within {timeout_s:g} s", retryable=True) from err
-            except aiohttp.InvalidURL as err:
-                raise DeliveryError(
-                    f"Pushbullet api_url is not a valid URL: {self._pushes_url}", retryable=False
-                ) from err
-            except (aiohttp.ClientError, OSError) as err:
-                raise DeliveryError(
-                    f"cannot reach Pushbullet at {self._pushes_url}: {_describe(err)}", retryable=True
-                ) from err
+        try:
+            status, headers, body = await self._http.post(
+                self._pushes_url,
+                timeout_s=timeout_s,
+                cap_bytes=_BODY_CAP_BYTES,
+                json=payload,
+                headers={"Access-Token": token},
+            )
+        except TimeoutError as err:
+            raise DeliveryError(f"Pushbullet did not answer within {timeout_s:g} s", retryable=True) from err
+        except aiohttp.InvalidURL as err:
+            raise DeliveryError(f"Pushbullet api_url is not a valid URL: {self._pushes_url}", retryable=False) from err
+        except (aiohttp.ClientError, OSError) as err:
+            raise DeliveryError(
+                f"cannot reach Pushbullet at {self._pushes_url}: {_describe(err)}", retryable=True
+            ) from err
         if 200 <= status < 300:
             log.debug("pushbullet_sent", target=self.describe_target(target), event_id=message.event_id)
             return

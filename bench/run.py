@@ -208,7 +208,7 @@ def start_profiler(pid: int, scenario: str) -> list[subprocess.Popen[bytes]]:
         print("profile: py-spy is not installed (.venv/bin/pip install py-spy); not profiling", file=sys.stderr)
         return []
     RESULTS.mkdir(parents=True, exist_ok=True)
-    common = ["record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
+    common = ["record", "--pid", str(pid), "--subprocesses", "--rate", "200", "--nonblocking"]
     return [
         subprocess.Popen(
             [py_spy, *common, "-o", str(RESULTS / f"profile-{scenario}.svg")],
@@ -299,6 +299,7 @@ def run_dispatcher(
         ctx.sinks.reset()
         sampler = RssSampler(daemon.pid).start()
         before = daemon.stats()
+        main_before = process_stats(daemon.pid).cpu_s
         sinks_before = process_stats(ctx.sinks.pid).cpu_s
         assert broker.process is not None
         broker_before = process_stats(broker.process.pid).cpu_s
@@ -309,6 +310,7 @@ def run_dispatcher(
         published = finish(process)
         stop_profiler(profilers)
         after = daemon.stats()
+        main_cpu_s = process_stats(daemon.pid).cpu_s - main_before
         sinks_cpu_s = process_stats(ctx.sinks.pid).cpu_s - sinks_before
         broker_cpu_s = process_stats(broker.process.pid).cpu_s - broker_before
         machine_s, wall_s = machine_busy_s() - machine_before, time.time() - wall_before
@@ -340,6 +342,7 @@ def run_dispatcher(
         peak_mb=round(after.hwm_mb, 1),
         extra={
             "published": published.get("acked"),
+            "daemon_process_cpu_s": round(main_cpu_s, 2),
             "sinks_cpu_s": round(sinks_cpu_s, 2),
             "broker_cpu_s": round(broker_cpu_s, 2),
             "publisher_cpu_s": published.get("cpu_s"),

@@ -14,6 +14,7 @@ account's own contacts), makes the subject one clean line, and wraps the text pa
 
 from __future__ import annotations
 
+import functools
 import re
 import traceback
 import unicodedata
@@ -378,19 +379,24 @@ def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
         blank = False
         if len(line) <= width or line.startswith(CODE_INDENT):
             out.append(line)
-            continue
-        match = _BULLET_RE.match(line) or _FACT_RE.match(line)
-        indent = line[: len(line) - len(line.lstrip())]
-        hang = " " * len(match.group(1)) if match else indent
-        if len(hang) > width // 2:
-            hang = indent
-        if match:
-            out.extend(_fill(line[len(match.group(1)) :], match.group(1), hang, width))
         else:
-            out.extend(_fill(line.strip(), indent, hang, width))
+            out.extend(_wrap_line(line, width))
     while out and not out[-1]:
         out.pop()
     return "\n".join(out) + "\n"
+
+
+# Most long lines are a template's own prose (the advice paragraph), the same in every message of a type.
+@functools.lru_cache(maxsize=1024)
+def _wrap_line(line: str, width: int) -> tuple[str, ...]:
+    match = _BULLET_RE.match(line) or _FACT_RE.match(line)
+    indent = line[: len(line) - len(line.lstrip())]
+    hang = " " * len(match.group(1)) if match else indent
+    if len(hang) > width // 2:
+        hang = indent
+    if match:
+        return tuple(_fill(line[len(match.group(1)) :], match.group(1), hang, width))
+    return tuple(_fill(line.strip(), indent, hang, width))
 
 
 def _fill(text: str, first: str, hang: str, width: int) -> list[str]:

@@ -54,26 +54,15 @@ class _Endpoint:
         return headers
 
 
-# What `urllib.parse.quote_plus` makes of each byte: itself when safe, "+" for the space, "%XX" otherwise.
-_FORM_QUOTE = {
-    byte: chr(byte) if chr(byte).isascii() and (chr(byte).isalnum() or chr(byte) in "_.-~") else f"%{byte:02X}"
-    for byte in range(256)
-}
-_FORM_QUOTE[ord(" ")] = "+"
-
-
-def _form_quote(text: str) -> str:
-    # UTF-8 bytes read as Latin-1 give one character per byte, which str.translate maps in C.
-    return text.encode("utf-8").decode("latin-1").translate(_FORM_QUOTE)
-
-
 def form_encode(pairs: list[tuple[str, str]]) -> bytes:
-    """`application/x-www-form-urlencoded` in UTF-8: the bytes `urlencode(pairs)` gives, several times faster.
+    """`application/x-www-form-urlencoded` in UTF-8, as every form parser reads it back (WHATWG, `parse_qsl`).
 
-    `urlencode` quotes byte by byte in Python; a message body is kilobytes, so quoting it with one
-    `str.translate` is what makes Post to URL cheap per message.
+    yarl's query quoter (C) does it several times faster than `urlencode`, which quotes byte by byte in Python:
+    a message body is kilobytes, so this is much of what Post to URL costs per message. It leaves the sub-delims
+    that need no quoting in a query (`!$'()*,/:?@`) as they are; `&`, `=`, `+`, `;`, `%` and every non-ASCII
+    byte are quoted, and a space becomes `+`.
     """
-    return "&".join(f"{_form_quote(key)}={_form_quote(value)}" for key, value in pairs).encode("ascii")
+    return URL.build(query=pairs).raw_query_string.encode("ascii")
 
 
 class PostUrlChannel(Channel):

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -59,6 +60,7 @@ from common import (
     RssSampler,
     Sinks,
     Table,
+    child_pids,
     free_port,
     http_get,
     machine_busy_s,
@@ -311,6 +313,7 @@ def run_dispatcher(
         stop_profiler(profilers)
         after = daemon.stats()
         main_cpu_s = process_stats(daemon.pid).cpu_s - main_before
+        peaks_mb = [round(process_stats(pid).hwm_mb, 1) for pid in (daemon.pid, *child_pids(daemon.pid))]
         sinks_cpu_s = process_stats(ctx.sinks.pid).cpu_s - sinks_before
         broker_cpu_s = process_stats(broker.process.pid).cpu_s - broker_before
         machine_s, wall_s = machine_busy_s() - machine_before, time.time() - wall_before
@@ -343,6 +346,7 @@ def run_dispatcher(
         extra={
             "published": published.get("acked"),
             "daemon_process_cpu_s": round(main_cpu_s, 2),
+            "peak_mb_by_process": peaks_mb,
             "sinks_cpu_s": round(sinks_cpu_s, 2),
             "broker_cpu_s": round(broker_cpu_s, 2),
             "publisher_cpu_s": published.get("cpu_s"),
@@ -895,6 +899,9 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="skip Alertmanager")
     parser.add_argument("--protocol", choices=["3.1.1", "5"], default=None, help="the daemon's bus.protocol")
     parser.add_argument("--workers", type=int, default=None, help="the daemon's delivery.workers (sender processes)")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="run in this directory and keep it (stores, logs, send times)"
+    )
     args = parser.parse_args()
     chosen = [name.strip() for name in args.scenario.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in SCENARIOS]
@@ -903,8 +910,10 @@ def main() -> None:
     sizes = QUICK if args.quick else FULL
     peer = None if args.no_peer or not ({"a", "d"} & set(chosen)) else alertmanager_binary()
     results: list[Measurement] = []
-    with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
+    place = contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory(prefix="bench-run-")
+    with place as tmp:
         workdir = Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         sinks = Sinks(workdir).start()
         profiled = {name.strip() for name in args.profile.split(",") if name.strip()}
         ctx = Context(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import copyreg
+import gc
 import os
 import pickle
 import signal
@@ -399,6 +400,7 @@ class _SenderService:
                 if frame[0] == "init":
                     _, config, catalog = frame
                     self.sender = LocalSender(config, catalog)
+                    gc.freeze()  # as the daemon does (commands/run.py): full GC passes skip what startup built
                     self._write(("ready",))
                 elif frame[0] == "config" and self.sender is not None:
                     self.sender.apply_config(frame[1])

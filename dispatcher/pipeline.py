@@ -55,8 +55,11 @@ log = structlog.get_logger(__name__)
 SEND_IM_FAILED = "iContact/SendIMFailed"
 # How long SIGTERM waits for sends in flight before leaving them pending for the next start.
 DRAIN_GRACE_S = 10.0
-# Events planned per store transaction.
+# Events read per planning round, and the deliveries one round may plan: a round stops taking events once its
+# rows reach PLAN_ROWS (an event's plan is never split), so a fan-out to hundreds of addresses does not put a
+# whole batch's deliveries (256 x 200 in bench scenario c) in memory at once.
 PLAN_BATCH = 256
+PLAN_ROWS = 1000
 # Deliveries held in memory (queued or in flight): planning pauses above HIGH and resumes below LOW.
 BACKLOG_HIGH = 2000
 BACKLOG_LOW = 1000
@@ -232,10 +235,11 @@ class Pipeline:
             if not batch:
                 await self._plan_wakeup.wait()
                 continue
-            if await self._plan_batch([event for _, event in batch]):
-                self._plan_cursor = batch[-1][0]
-            else:  # not recorded: the same events are read again
+            taken = await self._plan_batch([event for _, event in batch])
+            if taken is None:  # not recorded: the same events are read again
                 await asyncio.sleep(STORE_RETRY_S)
+            else:
+                self._plan_cursor = batch[taken - 1][0]
 
     async def plan(self, event: Event) -> Plan:
         """The plan for one event under the current config (also what `dispatcher routes` shows)."""
@@ -243,11 +247,16 @@ class Pipeline:
             event, config=self.config, catalog=self.catalog, sources=self.sources, channels=self.channels.keys()
         )
 
-    async def _plan_batch(self, events: list[Event]) -> bool:
-        """Plan `events` and record the plans; False if the store could not record them."""
+    async def _plan_batch(self, events: list[Event]) -> int | None:
+        """Plan the first of `events`, up to about PLAN_ROWS deliveries, and record the plans; how many events
+        were taken (planned, or skipped after a planning error), or None if the store could not record them."""
         rows: list[NewDelivery] = []
         planned: list[Event] = []
+        taken = 0
         for event in events:
+            if len(rows) >= PLAN_ROWS:
+                break
+            taken += 1
             try:
                 plan = await self.plan(event)
             except Exception:
@@ -300,12 +309,12 @@ class Pipeline:
             pending = await self._store_run(lambda conn: record_plans(conn, ids, rows, now))
         except StoreError:
             log.exception("plan_recording_failed", events=len(ids), retry_in_s=STORE_RETRY_S)
-            return False
-        events = {event.id: event for event in planned}
+            return None
+        by_id = {event.id: event for event in planned}
         self.metrics.pending.inc(len(pending))
         for delivery in pending:
-            self._enqueue(delivery, events[delivery.event_id])
-        return True
+            self._enqueue(delivery, by_id[delivery.event_id])
+        return taken
 
     # -- scheduling --------------------------------------------------------------------------------------------
 

@@ -405,3 +405,43 @@ async def test_a_store_that_refuses_writes_delays_delivery_and_loses_nothing(
     assert request.form["event_id"] == event_id
     await asyncio.sleep(0.3)
     assert len(webhook.requests) == 1
+
+
+async def test_a_large_fan_out_is_planned_a_few_events_at_a_time(
+    mosquitto: Mosquitto, make_config: Callable[..., Path], daemon_process: Any
+) -> None:
+    """20 events to 200 URLs each and a slow receiver: the daemon plans only what it can hold (the rest waits in
+    the store, unplanned), and every one of the 4,000 messages arrives once the receiver speeds up."""
+    async with WebhookSink(delay_s=0.5) as webhook:
+        urls = [f"{webhook.url}?n={n}" for n in range(200)]
+        config = make_config(
+            channels={"posturl": {"concurrency": 8}},
+            contacts={"root": {"posturl": urls, "receives": {"posturl": "all"}}},
+        )
+        db = config.parent / "dispatcher.db"
+        daemon = daemon_process(config)
+        daemon.start()
+        await wait_until(lambda: b"bus_connected" in daemon.log_path.read_bytes(), timeout_s=20)
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+            for i in range(20):
+                await client.publish("events/Backup/Failure", json.dumps({"id": f"fan-{i}"}).encode(), qos=1)
+
+        def counts() -> tuple[int, int]:
+            with sqlite3.connect(db) as conn:
+                events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+                deliveries = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+            return events, deliveries
+
+        await wait_until(lambda: counts()[0] == 20 and len(webhook.requests) >= 8, timeout_s=30)
+        await asyncio.sleep(1.0)  # time for planning to run ahead, if it were to
+        _, deliveries = counts()
+        # The backlog's bound (2,000) plus one planning round (1,000 rows, one more event's plan at most).
+        assert 0 < deliveries <= 3_200 < 20 * 200, f"{deliveries} deliveries planned at once"
+
+        webhook.delay_s = 0.0
+        await wait_until(lambda: len(webhook.requests) >= 4_000, timeout_s=120)
+        await asyncio.sleep(0.5)
+        arrivals = collections.Counter((r.form["event_id"], r.form["n"]) for r in webhook.requests)
+        assert len(arrivals) == 4_000 and max(arrivals.values()) == 1
+        assert counts() == (20, 4_000)
+        assert daemon.terminate() == 0

@@ -205,7 +205,7 @@ class DeliveryConfig:
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 300.0
     give_up_after_s: float = 86400.0
-    workers: int = 1
+    workers: int = 2
 
 
 @dataclass(frozen=True)
@@ -879,7 +879,7 @@ def _read_delivery(reader: _Reader, m: _Map) -> DeliveryConfig:
         backoff_initial_s=m.number("backoff_initial_s", 1.0),
         backoff_max_s=m.number("backoff_max_s", 300.0),
         give_up_after_s=m.number("give_up_after_s", 86400.0),
-        workers=m.integer("workers", 1, 0, MAX_SENDER_WORKERS),
+        workers=m.integer("workers", DeliveryConfig.workers, 0, MAX_SENDER_WORKERS),
     )
     if config.backoff_max_s < config.backoff_initial_s:
         node = m.value_node("backoff_max_s") or m.value_node("backoff_initial_s")

@@ -1,7 +1,7 @@
 """Senders: where a delivery's attempt runs, rendering its message and handing it to the channel.
 
 The daemon's process receives events, plans them and keeps every record; an attempt needs none of that, only the
-config, the catalog and the delivery. Python runs one thread at a time, so `delivery.workers` (default 1) moves
+config, the catalog and the delivery. Python runs one thread at a time, so `delivery.workers` (default 2) moves
 attempts into child processes, and a burst uses more than one core:
 
     daemon: planner, store, scheduling ──jobs──► sender process: render, Channel.send
@@ -300,8 +300,8 @@ class _SenderProcess:
     def apply_config(self, config: Config) -> None:
         self._config = config  # for a process started later
         self._flush()  # jobs handed over before the reload go out under the old config
-        if self._up.is_set():
-            self._write(("config", config))
+        # Also to a process still starting: it was given the old config, and reads this frame right after it.
+        self._write(("config", config))
 
     async def send(self, job: SendJob, answer_timeout_s: float) -> None:
         await self._up.wait()

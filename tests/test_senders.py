@@ -93,7 +93,9 @@ async def test_a_killed_sender_process_is_replaced_and_nothing_is_lost(
     event arrives, and the daemon logs the exit and keeps running."""
     async with WebhookSink(delay_s=0.01) as webhook:
         config = make_config(
-            delivery=FAST_RETRIES, channels={"posturl": {"concurrency": 8}}, contacts=webhook_contacts(webhook)
+            delivery={**FAST_RETRIES, "workers": 1},
+            channels={"posturl": {"concurrency": 8}},
+            contacts=webhook_contacts(webhook),
         )
         daemon = await start_daemon(config)
         pool = daemon.dispatcher.pipeline.sender
@@ -137,6 +139,27 @@ async def test_a_reload_reaches_the_sender_process(
         before, after = await webhook.wait_for(2)
         assert before.form["event_id"] == "before" and before.json is None
         assert after.json["event_id"] == "after"
+
+
+async def test_a_reload_while_the_senders_start_reaches_them(
+    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
+) -> None:
+    """A reload at once after start, before the sender processes are ready: each sends under the new config."""
+    async with WebhookSink() as webhook:
+        config = make_config(
+            delivery={"workers": 2}, channels={"posturl": {"format": "form"}}, contacts=webhook_contacts(webhook)
+        )
+        daemon = await start_daemon(config)
+        pool = daemon.dispatcher.pipeline.sender
+        assert isinstance(pool, SenderPool) and len(pool.pids) < 2, "the senders were ready: this proves nothing"
+        document = yaml.safe_load(config.read_text())
+        document["channels"]["posturl"]["format"] = "json"
+        config.write_text(yaml.safe_dump(document))
+        assert await daemon.dispatcher.reload(config)
+        for n in range(8):  # enough event ids for both senders
+            await submit(daemon, http, type="Backup/Failure", id=f"after-{n}")
+        received = await webhook.wait_for(8)
+        assert sorted(request.json["event_id"] for request in received) == [f"after-{n}" for n in range(8)]
 
 
 async def test_sigterm_to_the_whole_group_stops_the_daemon_and_its_sender(

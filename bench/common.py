@@ -87,6 +87,15 @@ def process_stats(pid: int) -> ProcessStats:
     )
 
 
+def pss_mb(pid: int) -> float:
+    """The proportional set size of `pid` (`/proc/PID/smaps_rollup`): its private pages plus its share of each
+    page it shares with other processes."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def child_pids(pid: int) -> list[int]:
     """`pid`'s children, from every thread's `/proc/PID/task/TID/children` (empty if it has exited)."""
     found = []
@@ -122,12 +131,14 @@ def machine_busy_s() -> float:
 
 class RssSampler:
     """Samples the VmRSS of a process and its children every `interval_s` in a thread, until `stop()`;
-    `samples` holds (t, MB)."""
+    `samples` holds (t, MB). Also keeps the highest sum of their PSS seen (`pss_peak_mb`): each page shared
+    between them (libraries, the interpreter) counted once, as the machine holds it."""
 
     def __init__(self, pid: int, interval_s: float = 1.0) -> None:
         self.pid = pid
         self.interval_s = interval_s
         self.samples: list[tuple[float, float]] = []
+        self.pss_peak_mb = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
@@ -144,6 +155,7 @@ class RssSampler:
         while not self._stop.is_set():
             try:
                 self.samples.append((time.time(), tree_stats(self.pid).rss_mb))
+                self.pss_peak_mb = max(self.pss_peak_mb, sum(pss_mb(pid) for pid in (self.pid, *child_pids(self.pid))))
             except (FileNotFoundError, ProcessLookupError):
                 return
             self._stop.wait(self.interval_s)

@@ -357,6 +357,7 @@ def run_dispatcher(
             ),
             "deliveries": {k: v for k, v in metrics.items() if k.startswith("dispatcher_deliveries_total") and v},
             "rss": sampler.summary(),
+            "pss_peak_mb": round(sampler.pss_peak_mb, 1),
         },
         notes=notes,
     )
@@ -440,6 +441,7 @@ def run_volume(ctx: Context) -> Measurement:
             "received": received,
             "published": published.get("acked"),
             "rss": rss,
+            "pss_peak_mb": round(sampler.pss_peak_mb, 1),
             "memory_flat": flat,
             "machine": machine,
             "metrics_unanswered": unanswered,
@@ -823,6 +825,7 @@ def report(results: list[Measurement]) -> tuple[str, dict[str, Any]]:
             "max ms",
             "CPU s",
             "peak MB",
+            "PSS MB",
             "others' CPU s",
             "goals",
         ]
@@ -849,6 +852,7 @@ def report(results: list[Measurement]) -> tuple[str, dict[str, Any]]:
             m.latency["max_ms"],
             m.cpu_s,
             m.peak_mb,
+            m.extra.get("pss_peak_mb", "–"),
             m.extra.get("machine", {}).get("others_cpu_s"),
             " ".join(marks),
         )

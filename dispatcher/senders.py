@@ -185,12 +185,11 @@ async def close_channels(channels: list[Channel]) -> None:
 class SenderPool:
     """`count` sender processes; a job goes to the one its event id picks, so a fan-out's renders share a cache."""
 
-    # The pipeline lets twice a channel's concurrency in flight: the channel's own limit (in the sender process)
-    # still bounds its connections, and the extra attempts are rendered while the others wait for the far end,
-    # instead of after each answer has travelled back to the daemon's process.
-    lookahead = 2
-
     def __init__(self, count: int, config: Config, catalog: Catalog) -> None:
+        # The pipeline lets twice a channel's concurrency in flight per sender process: the channel's own limit
+        # in each process still bounds its connections, and the extra attempts are rendered while the others wait
+        # for the far end, instead of after each answer has travelled back to the daemon's process.
+        self.lookahead = 2 * count
         self._config = config
         self._processes = [_SenderProcess(index, config, catalog) for index in range(count)]
         self._runs: list[asyncio.Task[None]] = []

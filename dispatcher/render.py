@@ -379,14 +379,20 @@ def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
         blank = False
         if len(line) <= width or line.startswith(CODE_INDENT):
             out.append(line)
-        else:
+        elif len(line) <= _CACHED_LINE_MAX:
             out.extend(_wrap_line(line, width))
+        else:
+            out.extend(_wrap_line.__wrapped__(line, width))
     while out and not out[-1]:
         out.pop()
     return "\n".join(out) + "\n"
 
 
-# Most long lines are a template's own prose (the advice paragraph), the same in every message of a type.
+# Most long lines are a template's own prose (the advice paragraph), the same in every message of a type. Longer
+# lines (a command's output in an event's data) are wrapped each time: the cache stays under a few MB.
+_CACHED_LINE_MAX = 2000
+
+
 @functools.lru_cache(maxsize=1024)
 def _wrap_line(line: str, width: int) -> tuple[str, ...]:
     match = _BULLET_RE.match(line) or _FACT_RE.match(line)

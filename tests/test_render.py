@@ -462,6 +462,18 @@ def test_wrap_text_hangs_lists_and_facts() -> None:
     assert fact_lines[0].startswith("Domains:   d0") and fact_lines[1].startswith(" " * 11 + "d")
 
 
+def test_wrap_text_wraps_a_very_long_line_and_the_same_line_twice_alike() -> None:
+    """A line of several thousand characters (a command's output in an event) wraps at 72 like a short one, and
+    wrapping the same text again gives the same result."""
+    long_line = " ".join(f"word{i}" for i in range(1500))
+    paragraph = "Fix the cause named in the error, then start the backup again. " * 3
+    for text in (long_line, paragraph):
+        first, again = wrap_text(text + "\n"), wrap_text(text + "\n")
+        assert first == again
+        assert all(len(line) <= 72 for line in first.splitlines())
+        assert " ".join(first.split()) == " ".join(text.split())
+
+
 def test_html_to_text_skips_head_and_keeps_table_rows() -> None:
     """The derived text drops the head (title, styles) and writes table rows as `label: value` lines."""
     text = html_to_text(

@@ -61,8 +61,8 @@ DRAIN_GRACE_S = 10.0
 PLAN_BATCH = 256
 PLAN_ROWS = 1000
 # Deliveries held in memory (queued or in flight): planning pauses above HIGH and resumes below LOW.
-BACKLOG_HIGH = 2000
-BACKLOG_LOW = 1000
+BACKLOG_HIGH = 1000
+BACKLOG_LOW = 500
 # Retries read from the store per query.
 RETRY_BATCH = 500
 # After the store failed (disk full, I/O error), wait this long before asking it again.

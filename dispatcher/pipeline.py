@@ -388,6 +388,8 @@ class Pipeline:
     async def _attempt(self, delivery: PendingDelivery, event: Event, slots: asyncio.Semaphore | None = None) -> None:
         """One attempt; the channel's slot (`slots`) is given back as soon as the far end has answered, so the
         record of the outcome, written next, does not hold up the next send."""
+        # Each attempt is a task of its own (its own copy of the context): what is bound here ends with it.
+        structlog.contextvars.bind_contextvars(event_id=event.id, event_type=event.type)
         held = slots is not None
 
         def free_slot() -> None:
@@ -406,35 +408,34 @@ class Pipeline:
             free_slot()
 
     async def _attempt_once(self, delivery: PendingDelivery, event: Event, free_slot: Callable[[], None]) -> None:
-        with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
-            attempts = delivery.attempts + 1
-            channel = self.channels.get(delivery.channel)
-            if channel is None:
-                await self._failed(delivery, event, attempts, f"channel {delivery.channel} is not available")
-                return
-            job = SendJob(
-                event=event,
-                channel=delivery.channel,
-                target=delivery.target,
-                importance=delivery.importance,
-                recipient_kind=delivery.recipient_kind,
-                recipient=delivery.recipient,
-            )
-            try:
-                await self.sender.send(job)
-            except DeliveryError as err:
-                free_slot()
-                await self._unsent(delivery, event, attempts, err.message, err.retryable, err.retry_after_s)
-            except TimeoutError:
-                free_slot()
-                await self._unsent(delivery, event, attempts, "timed out", True, None)
-            except Exception as err:
-                free_slot()
-                log.exception("delivery_crashed", channel=delivery.channel, delivery_id=delivery.id)
-                await self._unsent(delivery, event, attempts, f"unexpected error: {type(err).__name__}", True, None)
-            else:
-                free_slot()
-                await self._sent(delivery, event, attempts)
+        attempts = delivery.attempts + 1
+        channel = self.channels.get(delivery.channel)
+        if channel is None:
+            await self._failed(delivery, event, attempts, f"channel {delivery.channel} is not available")
+            return
+        job = SendJob(
+            event=event,
+            channel=delivery.channel,
+            target=delivery.target,
+            importance=delivery.importance,
+            recipient_kind=delivery.recipient_kind,
+            recipient=delivery.recipient,
+        )
+        try:
+            await self.sender.send(job)
+        except DeliveryError as err:
+            free_slot()
+            await self._unsent(delivery, event, attempts, err.message, err.retryable, err.retry_after_s)
+        except TimeoutError:
+            free_slot()
+            await self._unsent(delivery, event, attempts, "timed out", True, None)
+        except Exception as err:
+            free_slot()
+            log.exception("delivery_crashed", channel=delivery.channel, delivery_id=delivery.id)
+            await self._unsent(delivery, event, attempts, f"unexpected error: {type(err).__name__}", True, None)
+        else:
+            free_slot()
+            await self._sent(delivery, event, attempts)
 
     async def _sent(self, delivery: PendingDelivery, event: Event, attempts: int) -> None:
         now = self.clock()

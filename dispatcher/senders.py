@@ -419,16 +419,17 @@ class _SenderService:
     async def _attempt(self, job_id: int, job: SendJob) -> None:
         assert self.sender is not None
         error: tuple[str, bool, float | None] | None = None
-        with structlog.contextvars.bound_contextvars(event_id=job.event.id, event_type=job.event.type):
-            try:
-                await self.sender.send(job)
-            except DeliveryError as err:
-                error = (err.message, err.retryable, err.retry_after_s)
-            except TimeoutError:
-                error = ("timed out", True, None)
-            except Exception as err:
-                log.exception("delivery_crashed", channel=job.channel)
-                error = (f"unexpected error: {type(err).__name__}", True, None)
+        # A task of its own per job (its own copy of the context): what is bound here ends with it.
+        structlog.contextvars.bind_contextvars(event_id=job.event.id, event_type=job.event.type)
+        try:
+            await self.sender.send(job)
+        except DeliveryError as err:
+            error = (err.message, err.retryable, err.retry_after_s)
+        except TimeoutError:
+            error = ("timed out", True, None)
+        except Exception as err:
+            log.exception("delivery_crashed", channel=job.channel)
+            error = (f"unexpected error: {type(err).__name__}", True, None)
         if not self._outcomes:
             asyncio.get_running_loop().call_soon(self._answer)
         self._outcomes.append((job_id, error))

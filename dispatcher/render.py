@@ -380,21 +380,16 @@ def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
         if len(line) <= width or line.startswith(CODE_INDENT):
             out.append(line)
         elif len(line) <= _CACHED_LINE_MAX:
-            out.extend(_wrap_line(line, width))
+            out.extend(_wrap_line_cached(line, width))
         else:
-            out.extend(_wrap_line.__wrapped__(line, width))
+            out.extend(_wrap_line(line, width))
     while out and not out[-1]:
         out.pop()
     return "\n".join(out) + "\n"
 
 
-# Most long lines are a template's own prose (the advice paragraph), the same in every message of a type. Longer
-# lines (a command's output in an event's data) are wrapped each time: the cache stays under a few MB.
-_CACHED_LINE_MAX = 2000
-
-
-@functools.lru_cache(maxsize=1024)
 def _wrap_line(line: str, width: int) -> tuple[str, ...]:
+    """One line longer than `width`, wrapped: list items and facts hang, other lines keep their indent."""
     match = _BULLET_RE.match(line) or _FACT_RE.match(line)
     indent = line[: len(line) - len(line.lstrip())]
     hang = " " * len(match.group(1)) if match else indent
@@ -403,6 +398,12 @@ def _wrap_line(line: str, width: int) -> tuple[str, ...]:
     if match:
         return tuple(_fill(line[len(match.group(1)) :], match.group(1), hang, width))
     return tuple(_fill(line.strip(), indent, hang, width))
+
+
+# Most long lines are a template's own prose (the advice paragraph), the same in every message of a type. Longer
+# lines (a command's output in an event's data) are wrapped each time: the cache stays under a few MB.
+_CACHED_LINE_MAX = 2000
+_wrap_line_cached = functools.lru_cache(maxsize=1024)(_wrap_line)
 
 
 def _fill(text: str, first: str, hang: str, width: int) -> list[str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -135,6 +135,7 @@ class Pipeline:
         self._plan_cursor = 0  # the last event seq the planner has read
         self._ready: dict[str, asyncio.Queue[Job]] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._slot_sizes: dict[str, int] = {}
         self._claimed: set[int] = set()  # delivery ids queued or in flight
         self._room = asyncio.Event()  # set while the backlog is below BACKLOG_HIGH (and again below LOW)
         self._room.set()
@@ -163,13 +164,23 @@ class Pipeline:
         self._retired_channels.extend(self.channels.values())  # closed at stop: sends in flight may still use them
         self.channels = build_channels(config)
         self.sender.apply_config(config, self.channels)
+        # Running channels whose concurrency changed get slots of the new size. (A channel new since the start, a
+        # plugin installed meanwhile, has no loop to take its queue: it keeps going without slots until restart.)
+        self._size_slots([name for name in self._slots if name in self.channels])
+
+    def _size_slots(self, names: Iterable[str]) -> None:
+        """Attempts in flight per channel: its concurrency times the sender's lookahead. A channel's loop takes
+        new slots for its next attempt; attempts in flight give back the ones they hold."""
+        for name in names:
+            size = channel_concurrency(self.channels[name]) * self.sender.lookahead
+            if self._slot_sizes.get(name) != size:
+                self._slots[name], self._slot_sizes[name] = asyncio.Semaphore(size), size
 
     # -- the run -----------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Resume what the store holds, then plan and deliver until `stop()`."""
-        for name, channel in self.channels.items():
-            self._slots[name] = asyncio.Semaphore(channel_concurrency(channel) * self.sender.lookahead)
+        self._size_slots(self.channels)
         self.sender.start()
         # Kept in memory from here on, so a scrape of /metrics never waits behind the store's queue.
         self.metrics.pending.set(await self._store_run(count_pending))
@@ -375,9 +386,9 @@ class Pipeline:
 
     async def _channel_loop(self, name: str) -> None:
         queue = self._ready_queue(name)
-        slots = self._slots[name]
         while True:
             delivery, event = await queue.get()
+            slots = self._slots[name]  # looked up each time: a reload may have resized them
             await slots.acquire()
             task = asyncio.create_task(self._attempt(delivery, event, slots), name=f"deliver-{delivery.id}")
             self._in_flight.add(task)

@@ -96,6 +96,29 @@ async def test_pending_deliveries_across_a_reload_are_delivered_once(
         assert arrivals == {event_id: 1 for event_id in ids}
 
 
+async def test_a_reloaded_concurrency_applies_to_the_next_sends(
+    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
+) -> None:
+    """Post to URL `concurrency` 1 → 4 by reload, with a receiver that takes 0.3 s an answer: 12 events go out
+    four at a time (about 0.9 s), not one at a time (3.6 s)."""
+    async with WebhookSink(delay_s=0.3) as webhook:
+        config = make_config(
+            delivery={"workers": 0},
+            channels={"posturl": {"concurrency": 1}},
+            contacts={"root": {"posturl": [webhook.url]}},
+        )
+        daemon = await start_daemon(config)
+        await submit(daemon, http, type="Backup/Failure", id="before")
+        await webhook.wait_for(1)
+        rewrite(config, lambda doc: doc["channels"]["posturl"].update(concurrency=4))
+        assert await daemon.dispatcher.reload(config)
+        started = asyncio.get_running_loop().time()
+        for i in range(12):
+            await submit(daemon, http, type="Backup/Failure", id=f"after-{i}")
+        await webhook.wait_for(13, timeout_s=10)
+        assert asyncio.get_running_loop().time() - started < 2.4
+
+
 @pytest.mark.slow
 async def test_sighup_reloads_the_running_process(make_config: Callable[..., Path], daemon_process: Any) -> None:
     """`systemctl reload` sends SIGHUP: the process logs the reload and keeps running; a bad file is refused."""

@@ -311,6 +311,20 @@ async def test_the_test_link_sends_now_on_each_channel(
 
 
 @pytest.mark.slow
+async def started_on_the_bus(daemon_process: Any, config: Path) -> Any:
+    """The daemon as a process of its own, once it has subscribed."""
+    daemon = daemon_process(config)
+    daemon.start()
+    await wait_until(lambda: b"bus_connected" in daemon.log_path.read_bytes(), timeout_s=20)
+    return daemon
+
+
+async def publish_backup_failures(mosquitto: Mosquitto, event_ids: list[str]) -> None:
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+        for event_id in event_ids:
+            await client.publish("events/Backup/Failure", json.dumps({"id": event_id}).encode(), qos=1)
+
+
 async def test_sigkill_with_1000_pending_deliveries_resumes_them_all(
     mosquitto: Mosquitto, make_config: Callable[..., Path], daemon_process: Any
 ) -> None:
@@ -322,12 +336,8 @@ async def test_sigkill_with_1000_pending_deliveries_resumes_them_all(
             contacts={"root": {"posturl": [webhook.url], "receives": {"posturl": "all"}}},
         )
         db = config.parent / "dispatcher.db"
-        daemon = daemon_process(config)
-        daemon.start()
-        await wait_until(lambda: b"bus_connected" in daemon.log_path.read_bytes(), timeout_s=20)
-        async with aiomqtt.Client("127.0.0.1", mosquitto.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
-            for i in range(1000):
-                await client.publish("events/Backup/Failure", json.dumps({"id": f"k-{i}"}).encode(), qos=1)
+        daemon = await started_on_the_bus(daemon_process, config)
+        await publish_backup_failures(mosquitto, [f"k-{i}" for i in range(1000)])
         await wait_until(lambda: len(webhook.requests) >= 250, timeout_s=60)
         daemon.kill()
         with sqlite3.connect(db) as conn:
@@ -423,12 +433,8 @@ async def test_a_large_fan_out_is_planned_a_few_events_at_a_time(
             contacts={"root": {"posturl": urls, "receives": {"posturl": "all"}}},
         )
         db = config.parent / "dispatcher.db"
-        daemon = daemon_process(config)
-        daemon.start()
-        await wait_until(lambda: b"bus_connected" in daemon.log_path.read_bytes(), timeout_s=20)
-        async with aiomqtt.Client("127.0.0.1", mosquitto.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
-            for i in range(20):
-                await client.publish("events/Backup/Failure", json.dumps({"id": f"fan-{i}"}).encode(), qos=1)
+        daemon = await started_on_the_bus(daemon_process, config)
+        await publish_backup_failures(mosquitto, [f"fan-{i}" for i in range(20)])
 
         def counts() -> tuple[int, int]:
             with sqlite3.connect(db) as conn:

@@ -613,6 +613,9 @@ class _RenderFailed(Exception):
         self.error = error
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     """The sandbox, with event data looked up as data first.
 
@@ -644,7 +647,10 @@ class _Environment(ImmutableSandboxedEnvironment):
             try:
                 value = obj[attribute]
             except KeyError:
-                pass
+                # A missing field: what the sandbox would find too, after failing an attribute and an item lookup
+                # (two exceptions), unless the name is one of dict's own (`data.items`).
+                if attribute not in _DICT_ATTRIBUTES:
+                    return self.undefined(obj=obj, name=attribute)
             else:
                 # A blank string says no more than a missing field: let it read `(not given)` and be false.
                 if type(value) is str and (not value or value.isspace()):

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 import structlog
+from jinja2.environment import TemplateModule
+from jinja2.runtime import Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
 
@@ -656,7 +658,20 @@ class _Environment(ImmutableSandboxedEnvironment):
                 if type(value) is str and (not value or value.isspace()):
                     return self.undefined(obj=obj, name=attribute)
                 return value
+        elif type(obj) is TemplateModule and not attribute.startswith("_"):
+            # `m.facts`: what an imported template exports (its macros and top-level values, made in the
+            # sandbox). The sandbox would refuse only names starting with "_", as here.
+            try:
+                return obj.__dict__[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
+
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        # A template's own macro is always safe to call; the sandbox's check is for everything else.
+        if type(obj) is Macro:
+            return context.call(obj, *args, **kwargs)
+        return super().call(context, obj, *args, **kwargs)
 
 
 def _build_environment(loader: jinja2.BaseLoader) -> ImmutableSandboxedEnvironment:

@@ -300,6 +300,32 @@ def test_sandbox_blocks_python_internals(tmp_path: Path) -> None:
     assert any(entry["event"] == "template_failed" for entry in logs)
 
 
+@pytest.mark.parametrize(
+    "reach",
+    [
+        "m._body_stream",
+        "m.__class__.__init__.__globals__",
+        "m.items.__globals__",
+        "m.items._func.__globals__",
+        "m.items.__call__.__globals__",
+    ],
+)
+def test_sandbox_blocks_internals_through_an_imported_macro_module(tmp_path: Path, reach: str) -> None:
+    """Macros imported from another template (`m.items`) are called and read without the sandbox's per-call
+    checks, but nothing behind them is reachable: a name starting with "_" stays refused."""
+    (tmp_path / "Custom").mkdir()
+    (tmp_path / "Custom" / "Escape.subject.j2").write_text(
+        '{% import "_layout/macros.text.j2" as m %}{{ ' + reach + " }}"
+    )
+    (tmp_path / "Custom" / "Escape.text.j2").write_text(
+        '{% import "_layout/macros.text.j2" as m %}{{ m.items(["a"]) }}'
+    )
+    renderer = Renderer(CATALOG, templates_dir=tmp_path, hostname=HOST)
+    message = renderer.render(make_event("Custom/Escape", {}), importance=Importance.LOW, recipient=SYSTEM)
+    assert "<function" not in message.subject and "builtins" not in message.subject and "<" not in message.subject
+    assert "a" in message.text
+
+
 # -- overrides and fallbacks ------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""The bus over TLS: `mqtts://` with the config's `ca_file`, against a mosquitto serving a certificate of our own CA."""
+"""TLS with certificates of our own CA: the bus over `mqtts://` with the config's `ca_file`, against a mosquitto
+serving one; Post to URL to an https receiver."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from aiohttp import web
+
+from dispatcher.channels import DeliveryError, Message
+from dispatcher.channels.posturl import PostUrlChannel
+from dispatcher.config import PostUrlChannelConfig
 
 from .brokers import Mosquitto
 from .conftest import wait_until
@@ -112,3 +118,50 @@ async def test_a_broker_certificate_from_another_ca_is_refused(
     with pytest.raises(AssertionError):
         await wait_until(lambda: daemon.dispatcher.ready, timeout_s=2)
     assert not daemon.dispatcher.bus_connected
+
+
+async def test_post_to_url_over_https_verifies_the_receiver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An https receiver whose certificate the system's CAs do not vouch for is refused (retryable, saying why);
+    once its CA is trusted (`SSL_CERT_FILE`, as OpenSSL reads it), the same message goes through encrypted."""
+    make_certificates(tmp_path)
+    received: list[dict[str, str]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(dict(await request.post()))  # type: ignore[arg-type]
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=served)
+    await site.start()
+    url = f"https://127.0.0.1:{runner.addresses[0][1]}/hook"
+    message = Message(
+        subject="Backup failed",
+        text="The nightly backup failed.",
+        html="<p>The nightly backup failed.</p>",
+        event_id="over-https",
+        event_type="Backup/Failure",
+        importance="high",
+        hostname="server1.example.com",
+        account=None,
+    )
+    try:
+        untrusted = PostUrlChannel(PostUrlChannelConfig(timeout_s=5.0), hostname="server1.example.com")
+        with pytest.raises(DeliveryError) as caught:
+            await untrusted.send(message, url)
+        await untrusted.close()
+        assert caught.value.retryable
+        assert str(caught.value).startswith(f"cannot reach {url}: TLS: CERTIFICATE_VERIFY_FAILED")
+        assert received == []
+
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+        trusted = PostUrlChannel(PostUrlChannelConfig(timeout_s=5.0), hostname="server1.example.com")
+        await trusted.send(message, url)
+        await trusted.close()
+        assert [fields["event_id"] for fields in received] == ["over-https"]
+    finally:
+        await runner.cleanup()

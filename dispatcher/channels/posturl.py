@@ -21,12 +21,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import structlog
 from yarl import URL
 
 from dispatcher.channels.base import Channel, DeliveryError, Message, parse_retry_after, short_hash
-from dispatcher.channels.http_session import HttpSession
+from dispatcher.channels.http_session import HttpSession, InvalidURL, Unreachable
 from dispatcher.config import redact_url
 
 log = structlog.get_logger(__name__)
@@ -97,17 +96,16 @@ class PostUrlChannel(Channel):
                 endpoint.url,
                 timeout_s=timeout_s,
                 cap_bytes=_BODY_CAP_BYTES,
-                data=data,
+                body=data,
                 headers=endpoint.headers(content_type),
             )
         except TimeoutError as err:
             raise DeliveryError(f"{shown} did not answer within {timeout_s:g} s", retryable=True) from err
-        except aiohttp.InvalidURL as err:
+        except InvalidURL as err:
             raise DeliveryError(f"{shown} is not a valid URL", retryable=False) from err
-        except (aiohttp.ClientError, OSError) as err:
-            raise DeliveryError(
-                f"cannot reach {shown}: {_scrub(_describe(err), endpoint.secrets)}", retryable=True
-            ) from err
+        except Unreachable as err:
+            reason = _scrub(err.reason, endpoint.secrets)
+            raise DeliveryError(f"cannot reach {shown}: {reason}", retryable=True) from err
         if 200 <= status < 300:
             log.debug("posturl_sent", target=shown, event_id=message.event_id)
             return
@@ -223,10 +221,3 @@ def _scrub(text: str, secrets: tuple[str, ...]) -> str:
     for secret in sorted(set(secrets), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
-
-
-def _describe(err: BaseException) -> str:
-    if isinstance(err, aiohttp.ClientConnectorError):
-        # Its own str() names host and port only; the OS reason is the useful part.
-        return f"{err.os_error.strerror or err.os_error}"
-    return _WHITESPACE.sub(" ", str(err)).strip() or type(err).__name__

@@ -12,11 +12,10 @@ import re
 import time
 from typing import Any
 
-import aiohttp
 import structlog
 
 from dispatcher.channels.base import Channel, DeliveryError, Message, parse_retry_after, short_hash
-from dispatcher.channels.http_session import HttpSession
+from dispatcher.channels.http_session import HttpSession, InvalidURL, Unreachable
 
 log = structlog.get_logger(__name__)
 
@@ -56,17 +55,15 @@ class PushbulletChannel(Channel):
                 self._pushes_url,
                 timeout_s=timeout_s,
                 cap_bytes=_BODY_CAP_BYTES,
-                json=payload,
-                headers={"Access-Token": token},
+                body=json.dumps(payload).encode("utf-8"),
+                headers={"Content-Type": "application/json", "Access-Token": token},
             )
         except TimeoutError as err:
             raise DeliveryError(f"Pushbullet did not answer within {timeout_s:g} s", retryable=True) from err
-        except aiohttp.InvalidURL as err:
+        except InvalidURL as err:
             raise DeliveryError(f"Pushbullet api_url is not a valid URL: {self._pushes_url}", retryable=False) from err
-        except (aiohttp.ClientError, OSError) as err:
-            raise DeliveryError(
-                f"cannot reach Pushbullet at {self._pushes_url}: {_describe(err)}", retryable=True
-            ) from err
+        except Unreachable as err:
+            raise DeliveryError(f"cannot reach Pushbullet at {self._pushes_url}: {err.reason}", retryable=True) from err
         if 200 <= status < 300:
             log.debug("pushbullet_sent", target=self.describe_target(target), event_id=message.event_id)
             return
@@ -122,10 +119,3 @@ def _error_message(body: bytes, token: str) -> str:
         text = body.decode("utf-8", "replace")
     text = _WHITESPACE.sub(" ", text).strip()[:_SNIPPET_CHARS]
     return text.replace(token, "<token>") if token else text
-
-
-def _describe(err: BaseException) -> str:
-    if isinstance(err, aiohttp.ClientConnectorError):
-        # Its own str() names host and port only; the OS reason is the useful part.
-        return f"{err.host}:{err.port}: {err.os_error.strerror or err.os_error}"
-    return _WHITESPACE.sub(" ", str(err)).strip() or type(err).__name__

@@ -366,9 +366,13 @@ class Daemon:
         measures a running daemon, so the second or so a sender takes to start is left out.
         """
         with self.log_path.open("ab") as log_file:
-            # Logs go to a file, as under systemd they go to the journal: the daemon pays for writing them.
+            # Logs go to a file, as under systemd they go to the journal: the daemon pays for writing them,
+            # unbuffered as the unit runs it (systemd/dispatcher.service).
             self.process = subprocess.Popen(
-                [DISPATCHER, "run", "-c", str(self.config_path)], stdout=log_file, stderr=subprocess.STDOUT
+                [DISPATCHER, "run", "-c", str(self.config_path)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -66,6 +66,10 @@ START_TIMEOUT_S = 60.0
 CLOSE_GRACE_S = 5.0
 # Beyond a channel's own timeout, how long the daemon waits for a sender process's answer.
 ANSWER_GRACE_S = 5.0
+# How often the daemon looks for answers overdue, and a sender process for attempts past their bound. One look a
+# second for all instead of a timer each (an `asyncio.timeout` costs ~7 µs, thousands of times a second); the
+# bounds are tens of seconds, so a second late is nothing.
+WATCH_INTERVAL_S = 1.0
 
 _HEADER = struct.Struct(">I")
 
@@ -159,12 +163,21 @@ class LocalSender:
 
     async def send(self, job: SendJob) -> None:
         """Render and send; raises `DeliveryError`, `TimeoutError` (the attempt's bound) or the channel's bug."""
+        async with asyncio.timeout(self.time_limit_s(job)):
+            await self.send_unbounded(job)
+
+    async def send_unbounded(self, job: SendJob) -> None:
+        """`send` without its bound, for a caller that keeps the time itself (a sender process's watch)."""
         channel = self.channels.get(job.channel)
         if channel is None:
             raise DeliveryError(f"channel {job.channel} is not available", retryable=False)
         message = self.render(job)
-        async with asyncio.timeout(attempt_timeout_s(channel.config)):
-            await channel.send(message, job.target)
+        await channel.send(message, job.target)
+
+    def time_limit_s(self, job: SendJob) -> float:
+        """How long `job`'s attempt may take: its channel's bound."""
+        channel = self.channels.get(job.channel)
+        return attempt_timeout_s(channel.config if channel is not None else None)
 
     async def close(self) -> None:
         await close_channels([*self.channels.values(), *self._retired])
@@ -234,7 +247,8 @@ class _SenderProcess:
         self._catalog = catalog
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        # Attempts waiting for the process's answer: job id → (the answer to come, its deadline in loop time).
+        self._waiting: dict[int, tuple[asyncio.Future[Any], float]] = {}
         self._outgoing: list[tuple[int, SendJob]] = []
         self._next_id = 0
         self._up = asyncio.Event()  # set while a process is ready for jobs
@@ -246,6 +260,13 @@ class _SenderProcess:
 
     async def run(self) -> None:
         """Start the process, serve it until it exits, and start another, until `close()`."""
+        watch = asyncio.create_task(self._watch_answers(), name=f"sender-{self.index}-watch")
+        try:
+            await self._keep_running()
+        finally:
+            watch.cancel()
+
+    async def _keep_running(self) -> None:
         while not self._closing:
             try:
                 reader = await self._start()
@@ -306,21 +327,29 @@ class _SenderProcess:
         await self._up.wait()
         self._next_id += 1
         job_id = self._next_id
-        answer = asyncio.get_running_loop().create_future()
-        self._waiting[job_id] = answer
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        self._waiting[job_id] = (answer, loop.time() + answer_timeout_s)
         if not self._outgoing:  # the jobs of one loop iteration leave in one frame
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
         self._outgoing.append((job_id, job))
         try:
-            async with asyncio.timeout(answer_timeout_s):
-                error = await answer
-        except TimeoutError:
-            raise DeliveryError("the sender process did not answer", retryable=True) from None
+            error = await answer
         finally:
             self._waiting.pop(job_id, None)
         if error is not None:
             message, retryable, retry_after_s = error
             raise DeliveryError(message, retryable=retryable, retry_after_s=retry_after_s)
+
+    async def _watch_answers(self) -> None:
+        """Fail, as retryable, each attempt whose answer is overdue (a process stuck without exiting)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            now = loop.time()
+            for answer, deadline in list(self._waiting.values()):
+                if deadline <= now and not answer.done():
+                    answer.set_result(("the sender process did not answer", True, None))
 
     def _flush(self) -> None:
         if self._outgoing:
@@ -339,9 +368,9 @@ class _SenderProcess:
             while True:
                 _, outcomes = await _read_frame(reader)
                 for job_id, error in outcomes:
-                    answer = self._waiting.get(job_id)
-                    if answer is not None and not answer.done():
-                        answer.set_result(error)
+                    waiting = self._waiting.get(job_id)
+                    if waiting is not None and not waiting[0].done():
+                        waiting[0].set_result(error)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
 
@@ -352,7 +381,7 @@ class _SenderProcess:
         if self._writer is not None:
             self._writer.close()
         code = await self._process.wait() if self._process is not None else None
-        held = [answer for answer in self._waiting.values() if not answer.done()]
+        held = [answer for answer, _ in self._waiting.values() if not answer.done()]
         for answer in held:
             answer.set_result((f"the sender process exited (code {code}) during the attempt", True, None))
         return len(held)
@@ -389,10 +418,13 @@ class _SenderService:
         self.reader = reader
         self.writer = writer
         self.sender: LocalSender | None = None
-        self._attempts: set[asyncio.Task[None]] = set()
+        # Attempts under way, each with its deadline (loop time); those cancelled for being past it.
+        self._attempts: dict[asyncio.Task[None], float] = {}
+        self._overdue: set[asyncio.Task[None]] = set()
         self._outcomes: list[tuple[int, Any]] = []
 
     async def serve(self) -> None:
+        watch = asyncio.create_task(self._watch_attempts())
         try:
             while True:
                 frame = await _read_frame(self.reader)
@@ -403,13 +435,15 @@ class _SenderService:
                     self._write(("ready",))
                 elif frame[0] == "config" and self.sender is not None:
                     self.sender.apply_config(frame[1])
-                elif frame[0] == "jobs":
+                elif frame[0] == "jobs" and self.sender is not None:
+                    now = asyncio.get_running_loop().time()
                     for job_id, job in frame[1]:
                         task = asyncio.create_task(self._attempt(job_id, job))
-                        self._attempts.add(task)
-                        task.add_done_callback(self._attempts.discard)
+                        self._attempts[task] = now + self.sender.time_limit_s(job)
+                        task.add_done_callback(self._attempt_done)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the daemon closed its end: it is stopping
+        watch.cancel()
         for task in self._attempts:
             task.cancel()  # the daemon already left these pending for its next start
         await asyncio.gather(*self._attempts, return_exceptions=True)
@@ -422,10 +456,16 @@ class _SenderService:
         # A task of its own per job (its own copy of the context): what is bound here ends with it.
         structlog.contextvars.bind_contextvars(event_id=job.event.id, event_type=job.event.type)
         try:
-            await self.sender.send(job)
+            await self.sender.send_unbounded(job)  # bounded by `_watch_attempts`
         except DeliveryError as err:
             error = (err.message, err.retryable, err.retry_after_s)
         except TimeoutError:
+            error = ("timed out", True, None)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task not in self._overdue:
+                raise  # the daemon is stopping
+            task.uncancel()  # type: ignore[union-attr]
             error = ("timed out", True, None)
         except Exception as err:
             log.exception("delivery_crashed", channel=job.channel)
@@ -433,6 +473,21 @@ class _SenderService:
         if not self._outcomes:
             asyncio.get_running_loop().call_soon(self._answer)
         self._outcomes.append((job_id, error))
+
+    def _attempt_done(self, task: asyncio.Task[None]) -> None:
+        self._attempts.pop(task, None)
+        self._overdue.discard(task)
+
+    async def _watch_attempts(self) -> None:
+        """Cancel each attempt past its bound; it answers "timed out" (see `_attempt`)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            now = loop.time()
+            for task, deadline in list(self._attempts.items()):
+                if deadline <= now and task not in self._overdue:
+                    self._overdue.add(task)
+                    task.cancel()
 
     def _answer(self) -> None:
         outcomes, self._outcomes = self._outcomes, []

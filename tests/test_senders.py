@@ -7,16 +7,25 @@ import asyncio
 import collections
 import json
 import os
+import pickle
 import signal
+import socket
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import aiomqtt
+import pytest
 import yaml
 
+from dispatcher import senders
+from dispatcher.catalog import load_catalog
+from dispatcher.channels import BUILTIN_CHANNELS, Channel, Message
+from dispatcher.config import load_config
+from dispatcher.events import Event
 from dispatcher.senders import LocalSender, SenderPool
 
 from .brokers import Mosquitto
@@ -203,3 +212,95 @@ async def test_a_sender_that_cannot_start_is_retried_and_deliveries_wait_for_it(
         monkeypatch.undo()
         (request,) = await webhook.wait_for(1, timeout_s=20)
         assert request.form["event_id"] == event_id
+
+
+async def test_a_sender_process_that_stops_answering_fails_its_attempts_retryably(
+    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender process stuck without exiting (SIGSTOP): past the answer's bound the attempt fails as retryable,
+    "the sender process did not answer"; once the process runs again, the retry is delivered."""
+    monkeypatch.setattr(senders, "attempt_timeout_s", lambda section: 0.3)  # the daemon's side only
+    monkeypatch.setattr(senders, "ANSWER_GRACE_S", 0.2)
+    monkeypatch.setattr(senders, "WATCH_INTERVAL_S", 0.1)
+    async with WebhookSink() as webhook:
+        config = make_config(delivery={**FAST_RETRIES, "workers": 1}, contacts=webhook_contacts(webhook))
+        daemon = await start_daemon(config)
+        pool = daemon.dispatcher.pipeline.sender
+        assert isinstance(pool, SenderPool)
+        await wait_until(lambda: pool.pids)
+        (pid,) = pool.pids
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            event_id = await submit(daemon, http, type="Backup/Failure", id="stuck")
+
+            async def retried() -> bool:
+                response = await http.get(f"{daemon.base_url}/api/v1/deliveries", headers=daemon.auth)
+                rows = (await response.json())["deliveries"]
+                return any(row["reason"] == "the sender process did not answer" for row in rows)
+
+            await wait_until(retried, timeout_s=5)
+            assert webhook.requests == []
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await wait_until(lambda: any(r.form["event_id"] == event_id for r in webhook.requests), timeout_s=10)
+
+
+class _HangingChannel(Channel):
+    """A channel that never returns: what a plugin without a timeout of its own may do."""
+
+    name = "hang"
+    cancelled = 0
+
+    def describe_target(self, target: str) -> str:
+        return target
+
+    async def send(self, message: Message, target: str) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            _HangingChannel.cancelled += 1
+            raise
+
+
+async def test_a_sender_process_ends_an_attempt_past_its_bound(
+    make_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender process's side, in this process: a job whose channel hangs is cancelled at the attempt's bound
+    and answered "timed out" (retryable); a job that gets through is answered at once."""
+    monkeypatch.setattr(senders, "available_channels", lambda: {"hang": _HangingChannel, **BUILTIN_CHANNELS})
+    monkeypatch.setattr(senders, "attempt_timeout_s", lambda section: 0.3)
+    monkeypatch.setattr(senders, "WATCH_INTERVAL_S", 0.05)
+    config = load_config(make_config())
+    ours, theirs = socket.socketpair()
+    service_reader, service_writer = await asyncio.open_unix_connection(sock=theirs)
+    service = asyncio.create_task(senders._SenderService(service_reader, service_writer).serve())
+    reader, writer = await asyncio.open_unix_connection(sock=ours)
+
+    def send_frame(frame: Any) -> None:
+        body = pickle.dumps(frame)
+        writer.write(senders._HEADER.pack(len(body)) + body)
+
+    event = Event(
+        id="e-1", type="Backup/Failure", occurred_at=datetime.now(UTC), host="h", account=None, client_id=None, data={}
+    )
+    job = senders.SendJob(
+        event=event, channel="hang", target="t", importance="high", recipient_kind="system", recipient="r"
+    )
+    missing = senders.SendJob(
+        event=event, channel="nowhere", target="t", importance="high", recipient_kind="system", recipient="r"
+    )
+    try:
+        send_frame(("init", config, load_catalog()))
+        assert await senders._read_frame(reader) == ("ready",)
+        started = asyncio.get_running_loop().time()
+        send_frame(("jobs", [(1, job), (2, missing)]))
+        first = await asyncio.wait_for(senders._read_frame(reader), 5)
+        assert first == ("outcomes", [(2, ("channel nowhere is not available", False, None))])
+        second = await asyncio.wait_for(senders._read_frame(reader), 5)
+        assert second == ("outcomes", [(1, ("timed out", True, None))])
+        assert 0.3 <= asyncio.get_running_loop().time() - started < 1.0
+        assert _HangingChannel.cancelled == 1
+    finally:
+        writer.close()
+        await asyncio.wait_for(service, 5)
+        service_writer.close()

@@ -239,3 +239,38 @@ async def test_a_burst_faster_than_the_store_waits_at_the_broker_not_in_memory(m
     # The pause threshold (2,000) and what paho had already read from the socket; without the pause it is most
     # of the burst.
     assert peak <= 3000, peak
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_a_burst_of_small_and_large_events_arrives_whole(mosquitto: Mosquitto, protocol: str) -> None:
+    """Queued while the intake was away, then sent back to back: 600 small events and a few of nearly the size
+    limit (several socket reads each) are read whole and in order, whatever falls across a read's end."""
+    from dispatcher.config import parse_config
+    from dispatcher.intake.mqtt import MqttIntake
+
+    bus = parse_config(
+        f"bus: {{url: '{mosquitto.url}', client_id: whole-{protocol}, topic_prefix: events, protocol: '{protocol}'}}"
+    ).bus
+    received: list[Any] = []
+
+    async def accept(events: Any) -> list[bool]:
+        received.extend(events)
+        return [True] * len(events)
+
+    first = MqttIntake(bus, default_host="h", accept=accept, reject=lambda rejection: None)
+    running = asyncio.create_task(first.run())
+    await wait_until(first.connected.is_set)
+    first.stop()
+    await running
+    sizes = [10 + (n * 37) % 500 for n in range(600)]
+    for position in (5, 250, 251, 599):
+        sizes[position] = 200_000
+    payloads = [json.dumps({"id": f"w-{n}", "data": {"blob": "x" * size}}).encode() for n, size in enumerate(sizes)]
+    await publish(mosquitto, "events/Backup/Failure", payloads, v5=protocol == "5")
+    intake = MqttIntake(bus, default_host="h", accept=accept, reject=lambda rejection: None)
+    running = asyncio.create_task(intake.run())
+    await wait_until(lambda: len(received) >= len(sizes), timeout_s=30)
+    intake.stop()
+    await running
+    assert [event.id for event in received] == [f"w-{n}" for n in range(len(sizes))]
+    assert [len(event.data["blob"]) for event in received] == sizes

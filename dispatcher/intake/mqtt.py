@@ -46,6 +46,8 @@ RECEIVE_MAXIMUM = MAX_BATCH
 # the store would then pile up here (about 600 bytes a message) instead of in the broker's queue.
 READ_PAUSE_HIGH = 2 * MAX_BATCH
 READ_PAUSE_LOW = MAX_BATCH // 2
+# The most bytes one read takes from the broker's socket (see _BufferedReads).
+READ_CHUNK = 64 * 1024
 RECONNECT_INITIAL_S = 0.5
 RECONNECT_MAX_S = 30.0
 
@@ -105,6 +107,52 @@ class _SocketReading:
         if sock is not None and sock.fileno() == fd:  # not closed meanwhile
             asyncio.get_running_loop().add_reader(fd, callback, *args)
             log.debug("bus_reading_resumed", waiting=len(self._client.messages))
+
+
+class _BufferedReads:
+    """Reads the broker's socket up to READ_CHUNK bytes at a time and serves paho's reads from them.
+
+    paho reads a packet with three or more `recv` calls (the first byte, each byte of the remaining length, the
+    rest) and aiomqtt makes one paho read per readiness event: in a burst, about four system calls and a loop
+    wake-up per message. Here each readiness event makes one `recv`, and paho goes on reading packets while
+    bytes of it are left (no readiness event will come for them: they have left the socket). One `recv` per
+    event, never more, keeps `_SocketReading`'s pause working: while paused, nothing is taken from the socket.
+    Installed on paho's client instance (its `_sock_recv` and `loop_read`), as no hook exists for it.
+    """
+
+    def __init__(self, paho: mqtt.Client) -> None:
+        self._paho = paho
+        self._socket_recv = paho._sock_recv
+        self._packet_reads = paho.loop_read
+        self._sock: object = None
+        self._data = b""
+        self._pos = 0
+        self._may_read_socket = False
+        paho._sock_recv = self._recv  # type: ignore[method-assign]
+        paho.loop_read = self._loop_read  # type: ignore[method-assign]
+
+    def _recv(self, bufsize: int) -> bytes:
+        if self._paho._sock is not self._sock:  # a new connection: nothing of the last one's bytes is left
+            self._sock, self._data, self._pos = self._paho._sock, b"", 0
+        if self._pos >= len(self._data):
+            if not self._may_read_socket:
+                raise BlockingIOError  # paho keeps the packet read so far and waits for the next event
+            self._may_read_socket = False
+            data = self._socket_recv(READ_CHUNK)  # raises BlockingIOError when there is nothing to read
+            if not data:
+                return data  # the broker closed the connection
+            self._data, self._pos = data, 0
+        start, self._pos = self._pos, self._pos + bufsize
+        return self._data[start : self._pos]
+
+    def _loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        self._may_read_socket = True
+        result = self._packet_reads(max_packets)
+        while result == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and self._pos < len(self._data):
+            if self._paho._sock is not self._sock:
+                break
+            result = self._packet_reads(max_packets)
+        return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +261,7 @@ class MqttIntake:
         )
         # Before CONNECT: the broker redelivers the session's messages as soon as we are connected.
         client._client.manual_ack_set(True)
+        _BufferedReads(client._client)
         queue = client._queue
         assert isinstance(queue, _IncomingQueue)
         queue.reading = _SocketReading(client)

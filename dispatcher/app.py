@@ -84,7 +84,8 @@ class Dispatcher:
         fresh = await self.store.add_events(events, source)
         new_events = [event for event, is_new in zip(events, fresh, strict=True) if is_new]
         for event, is_new in zip(events, fresh, strict=True):
-            # Debug: `event_planned` follows at info for every new event, with what it led to.
+            # Debug: `event_planned` follows, with what it led to (at info when nothing is to be sent), then a line
+            # per delivery's outcome.
             if is_new:
                 log.debug("event_recorded", event_id=event.id, event_type=event.type, source=source)
             else:

@@ -306,7 +306,9 @@ class Pipeline:
                     )
                 )
                 self.metrics.deliveries.labels(skipped.channel or "none", "suppressed").inc()
-            log.info(
+            # At info only when nothing will be sent: otherwise each delivery's own line (sent, retry, failed, with
+            # the event's id and type) says what became of the event, and a burst logs half as many lines.
+            (log.debug if plan.deliveries else log.info)(
                 "event_planned",
                 event_id=event.id,
                 event_type=event.type,

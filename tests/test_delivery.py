@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 import aiomqtt
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from dispatcher.config import DeliveryConfig
 from dispatcher.pipeline import BACKLOG_HIGH, PLAN_ROWS
@@ -456,3 +458,29 @@ async def test_a_large_fan_out_is_planned_a_few_events_at_a_time(
         assert len(arrivals) == 4_000 and max(arrivals.values()) == 1
         assert counts() == (20, 4_000)
         assert daemon.terminate() == 0
+
+
+async def test_the_journal_has_one_line_per_outcome(
+    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession, webhook: WebhookSink
+) -> None:
+    """An event that is delivered logs its delivery's outcome at info (with the event's id and type), and its
+    plan only at debug; an event that leads to nothing logs its plan at info, saying so."""
+    config = make_config(
+        importance={"killacct/Notify": "disabled"},
+        contacts={"root": {"posturl": [webhook.url], "receives": {"posturl": "all"}}},
+    )
+    daemon = await start_daemon(config)
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:  # event_id is bound per task
+        sent_id = await submit(daemon, http, type="Backup/Failure")
+        await webhook.wait_for(1)
+        quiet_id = await submit(daemon, http, type="killacct/Notify", data={"user": "bob"})
+        await wait_until(
+            lambda: any(line.get("event_id") == quiet_id and line["event"] == "event_planned" for line in logs)
+        )
+    info = [line for line in logs if line["log_level"] == "info"]
+    about_sent = [(line["event"], line["event_type"]) for line in info if line.get("event_id") == sent_id]
+    assert about_sent == [("delivery_sent", "Backup/Failure")]
+    about_quiet = [line for line in info if line.get("event_id") == quiet_id]
+    assert [(line["event"], line["deliveries"]) for line in about_quiet] == [("event_planned", 0)]
+    planned = [line for line in logs if line["event"] == "event_planned" and line["event_id"] == sent_id]
+    assert [(line["log_level"], line["deliveries"]) for line in planned] == [("debug", 1)]

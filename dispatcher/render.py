@@ -15,6 +15,7 @@ account's own contacts), makes the subject one clean line, and wraps the text pa
 from __future__ import annotations
 
 import functools
+import math
 import re
 import traceback
 import unicodedata
@@ -157,7 +158,18 @@ def filter_datetime(value: Any, fmt: str = "%Y-%m-%d %H:%M UTC") -> Any:
     if _is_missing(value):
         return value
     moment = _as_datetime(value)
-    return value if moment is None else moment.astimezone(UTC).strftime(fmt)
+    if moment is None:
+        return value
+    if "%f" in fmt:  # microseconds asked for: nothing to share
+        return moment.astimezone(UTC).strftime(fmt)
+    return _utc_second_formatted(math.floor(moment.timestamp()), fmt)
+
+
+# Every notice shows a moment or two (the event's time at least), and a burst's events fall in the same seconds:
+# `strftime` is the dearest part of a render's filters, so each second is formatted once per format.
+@functools.lru_cache(maxsize=256)
+def _utc_second_formatted(second: int, fmt: str) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime(fmt)
 
 
 def filter_date(value: Any, fmt: str = "%Y-%m-%d") -> Any:

@@ -25,6 +25,7 @@ from dispatcher.render import (
     Renderer,
     check_templates,
     clean_subject,
+    filter_datetime,
     html_to_text,
     shipped_templates_dir,
     wrap_text,
@@ -547,3 +548,12 @@ def test_indented_command_lines_are_not_wrapped() -> None:
     wrapped = wrap_text(f"{prose}\n{command}\n")
     assert command in wrapped.splitlines()
     assert all(len(line) <= 72 for line in wrapped.splitlines() if line != command)
+
+
+@given(
+    moment=st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.timezones()),
+    fmt=st.sampled_from(["%Y-%m-%d %H:%M UTC", "%Y-%m-%d", "%H:%M:%S %Z", "%d %b %Y %H:%M:%S.%f", "%s"]),
+)
+def test_datetime_filter_shows_the_moment_in_utc(moment: datetime, fmt: str) -> None:
+    """Seconds formatted once and shared (the filter's cache) read exactly as formatting each moment would."""
+    assert filter_datetime(moment, fmt) == moment.astimezone(UTC).strftime(fmt)

@@ -136,6 +136,9 @@ class Pipeline:
         self._ready: dict[str, asyncio.Queue[Job]] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._slot_sizes: dict[str, int] = {}
+        # While running: the task group of run(), and each channel's loop (a channel new at a reload gets one).
+        self._tasks: asyncio.TaskGroup | None = None
+        self._channel_loops: dict[str, asyncio.Task[None]] = {}
         self._claimed: set[int] = set()  # delivery ids queued or in flight
         self._room = asyncio.Event()  # set while the backlog is below BACKLOG_HIGH (and again below LOW)
         self._room.set()
@@ -164,9 +167,17 @@ class Pipeline:
         self._retired_channels.extend(self.channels.values())  # closed at stop: sends in flight may still use them
         self.channels = build_channels(config)
         self.sender.apply_config(config, self.channels)
-        # Running channels whose concurrency changed get slots of the new size. (A channel new since the start, a
-        # plugin installed meanwhile, has no loop to take its queue: it keeps going without slots until restart.)
-        self._size_slots([name for name in self._slots if name in self.channels])
+        # Channels whose concurrency changed get slots of the new size; a channel new since the start (a plugin
+        # installed meanwhile) gets slots and a loop of its own.
+        self._size_slots(self.channels)
+        self._start_channel_loops()
+
+    def _start_channel_loops(self) -> None:
+        if self._tasks is None:
+            return  # not running yet: run() starts them
+        for name in self.channels:
+            if name not in self._channel_loops:
+                self._channel_loops[name] = self._tasks.create_task(self._channel_loop(name), name=f"channel-{name}")
 
     def _size_slots(self, names: Iterable[str]) -> None:
         """Attempts in flight per channel: its concurrency times the sender's lookahead. A channel's loop takes
@@ -185,13 +196,17 @@ class Pipeline:
         # Kept in memory from here on, so a scrape of /metrics never waits behind the store's queue.
         self.metrics.pending.set(await self._store_run(count_pending))
         async with asyncio.TaskGroup() as tasks:
-            loops = [tasks.create_task(self._channel_loop(name), name=f"channel-{name}") for name in self.channels]
+            self._tasks = tasks
+            self._start_channel_loops()
             await self._resume()
-            loops.append(tasks.create_task(self._plan_loop(), name="planner"))
-            loops.append(tasks.create_task(self._retry_loop(), name="retry-scheduler"))
+            loops = [
+                tasks.create_task(self._plan_loop(), name="planner"),
+                tasks.create_task(self._retry_loop(), name="retry-scheduler"),
+            ]
             await self._stopping.wait()
-            for task in loops:
+            for task in [*loops, *self._channel_loops.values()]:
                 task.cancel()
+            self._tasks = None
         await self._drain()
 
     def stop(self) -> None:
@@ -337,7 +352,7 @@ class Pipeline:
         if len(self._claimed) >= BACKLOG_HIGH:
             self._room.clear()
         if delivery.channel not in self._slots:
-            # No workers for it (a channel a reload added or dropped): the attempt records why it cannot go.
+            # No loop for it (a channel this run has never had): the attempt records why it cannot go.
             task = asyncio.create_task(self._attempt(delivery, event), name=f"deliver-{delivery.id}")
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)

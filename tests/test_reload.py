@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,59 @@ async def test_sighup_reloads_the_running_process(make_config: Callable[..., Pat
     assert b"not_a_key" in daemon.log_path.read_bytes()
     assert daemon.process.poll() is None
     assert daemon.terminate() == 0
+
+
+SLOW_PLUGIN = """
+import asyncio
+
+from dispatcher.channels.base import Channel
+
+SENT = []
+BUSY = [0, 0]  # now, most at once
+
+
+class PagerChannel(Channel):
+    name = "pager"
+
+    async def send(self, message, target):
+        BUSY[0] += 1
+        BUSY[1] = max(BUSY)
+        await asyncio.sleep(0.05)
+        BUSY[0] -= 1
+        SENT.append(message.event_id)
+"""
+
+
+async def test_a_channel_installed_after_start_gets_its_slots_at_the_reload(
+    make_config: Callable[..., Path],
+    start_daemon: Any,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A channel plugin installed while the daemon runs is taken up by a reload, and its `concurrency` holds:
+    eight events go out one at a time (concurrency 1), not all at once."""
+    config = make_config(delivery={"workers": 0})
+    daemon = await start_daemon(config)
+    module = f"dispatcher_pager_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{module}.py").write_text(SLOW_PLUGIN)
+    dist_info = tmp_path / "dispatcher_pager-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: dispatcher-pager\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(f"[dispatcher.channels]\npager = {module}:PagerChannel\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+
+        def add_pager(document: dict[str, Any]) -> None:
+            document["channels"] = {"pager": {"concurrency": 1}}
+            document["contacts"] = {"root": {"pager": ["555-0100"], "receives": {"pager": "all"}}}
+
+        rewrite(config, add_pager)
+        assert await daemon.dispatcher.reload(config)
+        ids = [await submit(daemon, http, type="Backup/Failure", id=f"page-{n}") for n in range(8)]
+        plugin = sys.modules[module]
+        await wait_until(lambda: len(plugin.SENT) == 8, timeout_s=10)
+        assert sorted(plugin.SENT) == sorted(ids)
+        assert plugin.BUSY[1] == 1
+    finally:
+        sys.modules.pop(module, None)

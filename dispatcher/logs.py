@@ -43,26 +43,26 @@ class _LineWriter:
     so a burst's thousands of lines cost a few writes instead of a system call each (the unit runs with
     PYTHONUNBUFFERED=1: every write to stdout is one). In the daemon's busiest moments a sixth of its own
     process's CPU went to log lines, a third of that to the writes. Outside a running loop (the store thread,
-    the CLI's commands) a line is written at once."""
+    the CLI's commands) a line is written at once, with any still waiting."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._lock = threading.Lock()  # the store thread logs too
         self._pending: list[str] = []
-        self._flush_scheduled = False
-        atexit.register(self.flush)  # lines of a last iteration that never ran
+        # The loop a flush is scheduled on; a loop that ended before running it does not hold later lines back.
+        self._flush_on: asyncio.AbstractEventLoop | None = None
 
     def msg(self, message: str) -> None:
         with self._lock:
             self._pending.append(message)
-            if self._flush_scheduled:
-                return
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 self._write_pending()
                 return
-            self._flush_scheduled = True
+            if self._flush_on is loop:
+                return
+            self._flush_on = loop
         loop.call_soon(self.flush)
 
     def flush(self) -> None:
@@ -70,13 +70,23 @@ class _LineWriter:
             self._write_pending()
 
     def _write_pending(self) -> None:
-        self._flush_scheduled = False
+        self._flush_on = None
         if self._pending:
             lines, self._pending = self._pending, []
             self._stream.write("\n".join(lines) + "\n")
             self._stream.flush()
 
     log = debug = info = warn = warning = error = critical = exception = fatal = failure = err = msg
+
+
+_writer: _LineWriter | None = None
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """Lines of a last loop iteration that never ran."""
+    if _writer is not None:
+        _writer.flush()
 
 
 class _TimeStamper:
@@ -114,7 +124,10 @@ def configure_logging(
         json_lines = not stream.isatty()
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     settings.update(debug=debug, json_lines=json_lines, quiet=quiet)
-    writer = _LineWriter(stream)
+    global _writer
+    if _writer is not None:
+        _writer.flush()  # what the old configuration logged goes where it was meant to
+    _writer = writer = _LineWriter(stream)
     shared = [
         structlog.contextvars.merge_contextvars,  # event_id / event_type bound per event
         structlog.processors.add_log_level,

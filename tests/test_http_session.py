@@ -242,3 +242,13 @@ async def test_idle_connections_beyond_concurrency_are_closed() -> None:
             assert (a.open_connections, b.open_connections, c.open_connections) == (0, 1, 1)
     finally:
         await http.close()
+
+
+async def test_an_interim_answer_is_skipped(session: HttpSession) -> None:
+    """A 1xx answer (103 Early Hints) comes before the real one, which is what counts."""
+    interim = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+    async with RawHttpServer(answering(interim + b"HTTP/1.1 202 Accepted\r\nContent-Length: 4\r\n\r\nthx!")) as server:
+        status, headers, body = await post(session, server.url)
+        assert (status, body, headers.get("link")) == (202, b"thx!", None)
+        assert (await post(session, server.url))[0] == 200  # and the connection goes on
+        assert server.connections == 1

@@ -65,3 +65,24 @@ def test_outside_a_loop_each_line_is_flushed_at_once(stream: CountingStream) -> 
         ("from_the_main_thread", "object"),
         ("from_a_thread", "{1, 2}"),  # not JSON: its repr
     ]
+
+
+def test_a_loop_that_ends_before_its_flush_holds_nothing_back(stream: CountingStream) -> None:
+    """A loop interrupted (Ctrl-C) before it ran its flush: the next loop's lines, and those, still get written."""
+    log = structlog.get_logger("test")
+
+    async def interrupted() -> None:
+        log.info("from_the_first_loop")
+        raise KeyboardInterrupt  # leaves the loop at once, its flush still queued
+
+    loop = asyncio.new_event_loop()
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_until_complete(interrupted())
+    loop.close()
+
+    async def next_loop() -> None:
+        log.info("from_the_second_loop")
+        await asyncio.sleep(0)
+
+    asyncio.run(next_loop())
+    assert [line["event"] for line in lines(stream)] == ["from_the_first_loop", "from_the_second_loop"]

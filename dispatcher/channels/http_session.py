@@ -250,6 +250,9 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def on_message_complete(self) -> None:
+        if 100 <= self._parser.get_status_code() < 200:  # an interim answer (103 Early Hints): the real one follows
+            self._headers, self._headers_done, self._body = Headers(), False, bytearray()
+            return
         self._finish(reusable=self._parser.should_keep_alive())
 
     def _finish(self, *, reusable: bool) -> None:

@@ -197,6 +197,20 @@ async def test_the_http_intake_validates_like_the_bus_and_needs_the_token(
     assert stored_ids(config.parent) == ["h1"]
 
 
+async def open_session(bus: Any) -> None:
+    """Connect an intake once and leave: the broker keeps its persistent session and queues what comes next."""
+    from dispatcher.intake.mqtt import MqttIntake
+
+    async def accept_none(events: Any) -> list[bool]:
+        raise AssertionError(f"nothing was published yet, got {len(events)} event(s)")
+
+    first = MqttIntake(bus, default_host="h", accept=accept_none, reject=lambda rejection: None)
+    running = asyncio.create_task(first.run())
+    await wait_until(first.connected.is_set)
+    first.stop()
+    await running
+
+
 async def test_a_burst_faster_than_the_store_waits_at_the_broker_not_in_memory(mosquitto: Mosquitto) -> None:
     """mosquitto 2.0 keeps sending past its inflight limit once acknowledgements flow; with a store slower than
     the burst, the intake stops reading the socket instead of queueing the burst in memory, and loses nothing."""
@@ -212,11 +226,7 @@ async def test_a_burst_faster_than_the_store_waits_at_the_broker_not_in_memory(m
         return [True] * len(events)
 
     # The burst waits at the broker for the intake's persistent session, then comes as fast as mosquitto sends.
-    first = MqttIntake(bus, default_host="h", accept=slow_accept, reject=lambda rejection: None)
-    running = asyncio.create_task(first.run())
-    await wait_until(first.connected.is_set)
-    first.stop()
-    await running
+    await open_session(bus)
     count = 12000
     await publish(mosquitto, "events/Backup/Failure", [json.dumps({"id": f"b-{i}"}).encode() for i in range(count)])
     intake = MqttIntake(bus, default_host="h", accept=slow_accept, reject=lambda rejection: None)
@@ -257,11 +267,7 @@ async def test_a_burst_of_small_and_large_events_arrives_whole(mosquitto: Mosqui
         received.extend(events)
         return [True] * len(events)
 
-    first = MqttIntake(bus, default_host="h", accept=accept, reject=lambda rejection: None)
-    running = asyncio.create_task(first.run())
-    await wait_until(first.connected.is_set)
-    first.stop()
-    await running
+    await open_session(bus)
     sizes = [10 + (n * 37) % 500 for n in range(600)]
     for position in (5, 250, 251, 599):
         sizes[position] = 200_000

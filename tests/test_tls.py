@@ -16,12 +16,13 @@ import aiomqtt
 import pytest
 from aiohttp import web
 
-from dispatcher.channels import DeliveryError, Message
+from dispatcher.channels import DeliveryError
 from dispatcher.channels.posturl import PostUrlChannel
 from dispatcher.config import PostUrlChannelConfig
 
 from .brokers import Mosquitto
 from .conftest import wait_until
+from .test_channels import make_message
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make test certificates")
 
@@ -139,16 +140,7 @@ async def test_post_to_url_over_https_verifies_the_receiver(tmp_path: Path, monk
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=served)
     await site.start()
     url = f"https://127.0.0.1:{runner.addresses[0][1]}/hook"
-    message = Message(
-        subject="Backup failed",
-        text="The nightly backup failed.",
-        html="<p>The nightly backup failed.</p>",
-        event_id="over-https",
-        event_type="Backup/Failure",
-        importance="high",
-        hostname="server1.example.com",
-        account=None,
-    )
+    message = make_message(event_id="over-https")
     try:
         untrusted = PostUrlChannel(PostUrlChannelConfig(timeout_s=5.0), hostname="server1.example.com")
         with pytest.raises(DeliveryError) as caught:

@@ -206,7 +206,7 @@ class Pipeline:
             await self._stopping.wait()
             for task in [*loops, *self._channel_loops.values()]:
                 task.cancel()
-            self._tasks = None
+            self._tasks, self._channel_loops = None, {}
         await self._drain()
 
     def stop(self) -> None:

@@ -58,6 +58,8 @@ class ReceivedMail:
     """One message the SMTP sink accepted: the envelope, the raw bytes, and the parsed message."""
 
     mail_from: str
+    mail_options: tuple[str, ...]
+    """The MAIL FROM parameters (SIZE=…, SMTPUTF8, BODY=…)."""
     rcpt_tos: tuple[str, ...]
     data: bytes
     message: email.message.EmailMessage
@@ -124,6 +126,7 @@ class _SmtpHandler:
         self.sink._record(
             ReceivedMail(
                 mail_from=envelope.mail_from or "",
+                mail_options=tuple(envelope.mail_options),
                 rcpt_tos=tuple(envelope.rcpt_tos),
                 data=data,
                 # Parsed as a local mailbox would store it: with LF line ends, so decoded parts carry no CR.
@@ -145,6 +148,8 @@ class SmtpSink:
     - `fail_next(count, code, stage=...)`: answer the next `count` MAIL, RCPT or DATA commands with `code`.
     - `delay_s`: wait this long before answering DATA (a slow server).
     - `credentials`: if given, AUTH is offered (without TLS) and these logins are accepted.
+    - `smtputf8`: whether SMTPUTF8 is offered; `size_limit`: the SIZE it announces and enforces (aiosmtpd's
+      default, 32 MiB, if None).
     - `drop_connections()`: close every open client connection while still listening.
     """
 
@@ -154,8 +159,12 @@ class SmtpSink:
         port: int = 0,
         credentials: Mapping[str, str] | None = None,
         delay_s: float = 0.0,
+        smtputf8: bool = True,
+        size_limit: int | None = None,
     ) -> None:
         self.port = port
+        self.smtputf8 = smtputf8
+        self.size_limit = size_limit
         self.credentials = dict(credentials) if credentials is not None else None
         self.delay_s = delay_s
         self.messages: list[ReceivedMail] = []
@@ -240,12 +249,14 @@ class SmtpSink:
         kwargs: dict[str, Any] = {}
         if self.credentials is not None:
             kwargs.update(authenticator=self._authenticate, auth_require_tls=False)
+        if self.size_limit is not None:
+            kwargs.update(data_size_limit=self.size_limit)
         protocol = _SinkSMTP(
             self._handler,
             sink=self,
             connection=self.connections,
             hostname="localhost",
-            enable_SMTPUTF8=True,
+            enable_SMTPUTF8=self.smtputf8,
             loop=asyncio.get_running_loop(),
             **kwargs,
         )

@@ -285,6 +285,52 @@ async def test_email_refused_recipient(smtp: SmtpSink, make_channel: Any) -> Non
     assert smtp.messages == []
 
 
+async def test_email_refused_sender_resets_and_keeps_the_session(smtp: SmtpSink, make_channel: Any) -> None:
+    """MAIL FROM refused with 451 is retryable, with 553 permanent; after either (and after a refused DATA) the
+    session is reset and the next message goes out on the same connection."""
+    channel = make_channel(EmailChannel, email_config(port=smtp.port))
+    smtp.fail_next(1, 451, "4.3.0 Sender check deferred", stage="mail")
+    smtp.fail_next(1, 553, "5.7.1 Sender not allowed", stage="mail")
+
+    deferred = await expect_failure(channel.send(make_message(), "a@example.com"))
+    assert deferred.retryable
+    assert str(deferred) == f"SMTP 451 from 127.0.0.1:{smtp.port}: 4.3.0 Sender check deferred"
+    refused = await expect_failure(channel.send(make_message(), "a@example.com"))
+    assert not refused.retryable and "5.7.1 Sender not allowed" in str(refused)
+
+    await channel.send(make_message(event_id="after"), "a@example.com")
+    [mail] = await smtp.wait_for(1)
+    assert (mail.message["X-Dispatcher-Event-Id"], mail.rcpt_tos, smtp.connections) == ("after", ("a@example.com",), 1)
+
+
+async def test_email_announces_the_size_and_a_message_too_large_is_permanent(make_channel: Any) -> None:
+    """MAIL FROM carries SIZE= the message's length (RFC 1870), so a server refuses a message over its limit
+    before it is sent: a permanent failure, naming the server's reason."""
+    async with SmtpSink(size_limit=20_000) as smtp:
+        channel = make_channel(EmailChannel, email_config(port=smtp.port))
+        await channel.send(make_message(text="fits"), "a@example.com")
+        [mail] = await smtp.wait_for(1)
+        assert mail.mail_options == (f"SIZE={len(mail.data)}",)
+
+        error = await expect_failure(channel.send(make_message(text="x " * 20_000), "a@example.com"))
+        assert not error.retryable
+        assert "SMTP 552" in str(error) and "size" in str(error)
+        assert len(smtp.messages) == 1
+
+
+async def test_email_non_ascii_address_without_smtputf8_is_permanent(make_channel: Any) -> None:
+    """A non-ASCII address needs SMTPUTF8; a server that does not offer it fails the message permanently and
+    clearly, and ASCII addresses still go through it."""
+    async with SmtpSink(smtputf8=False) as smtp:
+        channel = make_channel(EmailChannel, email_config(port=smtp.port))
+        error = await expect_failure(channel.send(make_message(), "admin@exämple.com"))
+        assert not error.retryable
+        assert str(error) == f"SMTP server 127.0.0.1:{smtp.port}: SMTPUTF8 is not supported by this server"
+        await channel.send(make_message(), "admin@example.com")
+        [mail] = await smtp.wait_for(1)
+        assert mail.rcpt_tos == ("admin@example.com",)
+
+
 async def test_email_slow_server_times_out_retryably(make_channel: Any) -> None:
     """A server slower than `timeout_s` gives a retryable DeliveryError, not a hang."""
     async with SmtpSink(delay_s=3.0) as slow:

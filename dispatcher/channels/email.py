@@ -45,6 +45,8 @@ log = structlog.get_logger(__name__)
 IDLE_MAX_S = 60.0
 # 421 is "service closing transmission channel": on a pooled session it means the session is gone, not the server.
 _SESSION_GONE_CODE = 421
+# SMTP reply codes of a transaction that goes well (RFC 5321 §4.2.2).
+_COMPLETED, _WILL_FORWARD, _START_INPUT = 250, 251, 354
 # Everything str.splitlines() breaks on, not only CR and LF: a header must stay one line for every parser.
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]+")
 
@@ -121,6 +123,7 @@ class EmailChannel(Channel):
         # Everything below is the same for every message: parsed, encoded and folded once.
         self._envelope_from, self._from_header = _from_header(config.from_addr)
         self._from_is_ascii = self._envelope_from.isascii()
+        self._envelope_from_bytes = self._envelope_from.encode("utf-8")
         self._message_id_domain = _message_id_domain(hostname)
         self._pid = os.getpid()
         self._date_epoch_s = -1
@@ -150,9 +153,6 @@ class EmailChannel(Channel):
                 raise DeliveryError(
                     f"SMTP server {self._server} did not answer within {timeout_s:g} s", retryable=True
                 ) from err
-            except aiosmtplib.SMTPRecipientsRefused as err:
-                refused = err.recipients[0]
-                raise self._reply_error(refused.code, refused.message) from err
             except aiosmtplib.SMTPResponseException as err:
                 raise self._reply_error(err.code, err.message) from err
             except aiosmtplib.SMTPNotSupported as err:
@@ -255,8 +255,8 @@ class EmailChannel(Channel):
                 client.close()
                 client, fresh = await self._connect(), True
                 await self._transmit(client, data, address, mail_options)
-        except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-            # A refusal leaves the session usable (aiosmtplib sent RSET), unless the server hung up.
+        except aiosmtplib.SMTPResponseException:
+            # A refusal leaves the session usable (_transmit() sent RSET), unless the server hung up.
             self._checkin(client)
             raise
         except BaseException:
@@ -266,8 +266,44 @@ class EmailChannel(Channel):
         self._checkin(client)
 
     async def _transmit(self, client: aiosmtplib.SMTP, data: bytes, address: str, mail_options: Sequence[str]) -> None:
-        # sendmail(), not send_message(): the bytes are final, so aiosmtplib has nothing to flatten.
-        await client.sendmail(self._envelope_from, [address], data, mail_options=mail_options, timeout=self._timeout_s)
+        """One mail transaction on `client`: MAIL, RCPT, DATA, then the message.
+
+        Written out here rather than left to `sendmail()`, which per message normalises the line ends of the
+        whole message twice (once to count its SIZE) and dot-stuffs it, all with regular expressions, and parses
+        both addresses twice: a quarter of what a message cost the sender process (500 → 390 µs). `data` has CRLF
+        line ends only (every test message is checked for it) and `address` is parsed, so what is left is the
+        dot-stuffing, which `bytes.replace` does in 5 µs. No per-reply timeout: `send()` bounds the whole
+        transaction, and each reply's timer cost as much as the reply.
+        """
+        options = [option.encode("ascii") for option in mail_options]
+        if options and not client.supports_extension("smtputf8"):
+            raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
+        if client.supports_extension("size"):
+            # RFC 1870: the message's size before dot-stuffing, so the server can refuse it before it is sent.
+            options.insert(0, b"SIZE=%d" % len(data))
+        try:
+            reply = await client.execute_command(
+                b"MAIL", b"FROM:<%s>" % self._envelope_from_bytes, *options, timeout=None
+            )
+            if reply.code != _COMPLETED:
+                raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, self._envelope_from)
+            reply = await client.execute_command(b"RCPT", b"TO:<%s>" % address.encode(), timeout=None)
+            if reply.code not in (_COMPLETED, _WILL_FORWARD):
+                raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, address)
+            reply = await client.execute_command(b"DATA", timeout=None)
+            if reply.code != _START_INPUT:
+                raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+        except aiosmtplib.SMTPResponseException:
+            # The session goes back to the pool: end the half-made transaction first, as sendmail() does.
+            await _reset_quietly(client)
+            raise
+        protocol = client.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        protocol.write(_dot_stuffed(data))
+        reply = await protocol.read_response(timeout=None)
+        if reply.code != _COMPLETED:
+            raise aiosmtplib.SMTPDataError(reply.code, reply.message)
 
     async def _checkout(self) -> tuple[aiosmtplib.SMTP, bool]:
         """An idle connected client (`fresh=False`) or a newly connected one (`fresh=True`)."""
@@ -302,12 +338,34 @@ class EmailChannel(Channel):
             password=password if config.username else None,
         )
         await client.connect()
+        if client.is_ehlo_or_helo_needed:
+            # The transaction reads the server's extensions (SIZE, SMTPUTF8) before its first command.
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await client.helo()  # a server without ESMTP
         log.debug("smtp_connected", server=self._server, security=config.security)
         return client
 
     def _reply_error(self, code: int, text: str) -> DeliveryError:
         # 4xx: try again later; 5xx: this will not work however often it is tried.
         return DeliveryError(f"SMTP {code} from {self._server}: {_one_line(text)}", retryable=code < 500)
+
+
+async def _reset_quietly(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.rset(timeout=None)
+    except (aiosmtplib.SMTPException, OSError):
+        pass  # a session that cannot reset is closed, and _checkin() drops a closed one
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """`data` (CRLF line ends, ending with one) as DATA sends it: a line starting with "." gets another (RFC 5321
+    §4.5.2), then the terminating line "."."""
+    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed + b".\r\n"
 
 
 def _session_gone(err: BaseException) -> bool:

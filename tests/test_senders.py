@@ -120,8 +120,8 @@ async def test_a_killed_sender_process_is_replaced_and_nothing_is_lost(
         await wait_until(lambda: len({r.form["event_id"] for r in webhook.requests}) == 300, timeout_s=60)
         arrivals = collections.Counter(request.form["event_id"] for request in webhook.requests)
         assert set(arrivals) == {f"kill-{n}" for n in range(300)}
-        # Only attempts the dead process held can arrive twice: the daemon hands a process up to concurrency ×
-        # lookahead (8 × 2) of a channel's attempts, and any of them may have been sent but not yet answered.
+        # Only attempts the dead process held can arrive twice: the daemon hands a process up to concurrency *
+        # lookahead (8 * 2) of a channel's attempts, and any of them may have been sent but not yet answered.
         # Usually it is the 8 requests in flight; a kill between a send's end and its answer's flush adds more.
         held = 8 * pool.lookahead
         assert sum(n - 1 for n in arrivals.values()) <= held, arrivals.most_common(20)

@@ -286,8 +286,8 @@ async def test_email_refused_recipient(smtp: SmtpSink, make_channel: Any) -> Non
 
 
 async def test_email_refused_sender_resets_and_keeps_the_session(smtp: SmtpSink, make_channel: Any) -> None:
-    """MAIL FROM refused with 451 is retryable, with 553 permanent; after either (and after a refused DATA) the
-    session is reset and the next message goes out on the same connection."""
+    """MAIL FROM refused with 451 is retryable, with 553 permanent; after either the session is reset and the
+    next message goes out on the same connection."""
     channel = make_channel(EmailChannel, email_config(port=smtp.port))
     smtp.fail_next(1, 451, "4.3.0 Sender check deferred", stage="mail")
     smtp.fail_next(1, 553, "5.7.1 Sender not allowed", stage="mail")

@@ -256,7 +256,7 @@ class EmailChannel(Channel):
                 client, fresh = await self._connect(), True
                 await self._transmit(client, data, address, mail_options)
         except aiosmtplib.SMTPResponseException:
-            # A refusal leaves the session usable (_transmit() sent RSET), unless the server hung up.
+            # A refusal leaves the session usable (_transmit() ended the transaction), unless the server hung up.
             self._checkin(client)
             raise
         except BaseException:

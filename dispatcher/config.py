@@ -16,6 +16,7 @@ against the directory of the config file.
 from __future__ import annotations
 
 import email.policy
+import ipaddress
 import math
 import os
 import re
@@ -869,8 +870,35 @@ def _read_email(reader: _Reader, m: _Map, hostname: str) -> EmailChannelConfig:
     if config.password is not None and config.username is None:
         node = m.value_node("password") or m.value_node("password_file")
         reader.error(node, m.sub("password"), "needs a username")
+    security_node = m.value_node("security")
+    # `security` as written (not a bad value already reported, which reads as the default "none").
+    plain = security_node is None or getattr(security_node, "value", None) == "none"
+    if config.username is not None and plain and not _is_loopback(config.host):
+        # A login (aiosmtplib logs in whenever a username is set, with an empty password if none is given) over a
+        # plain connection puts the password on the wire in clear: refused, as Alertmanager requires TLS by default.
+        # The error points at `security` when it is written out, since that is the line to change.
+        key = "security" if security_node is not None else "username"
+        reader.error(
+            m.value_node(key),
+            m.sub(key),
+            f"an SMTP login with security: none would send the password in clear to {config.host}; use security:"
+            " starttls (usually port 587) or tls (port 465), or a loopback host (127.0.0.1, ::1, localhost)",
+        )
     m.finish()
     return config
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` names this machine by a loopback address or `localhost`: traffic to it never leaves the box."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def _read_delivery(reader: _Reader, m: _Map) -> DeliveryConfig:

@@ -127,8 +127,12 @@ class Dispatcher:
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store and start the HTTP server (the bus is joined by `run()`)."""
-        await self.store.open()
+        """Open the store and start the HTTP server (the bus is joined by `run()`).
+
+        The store is opened first and exclusively: a second daemon on the same store file stops here with
+        `StoreInUse`, before it listens, resumes any delivery or joins the bus.
+        """
+        await self.store.open(exclusive=True)
         self._http_runner = web.AppRunner(self._build_http_app(), access_log=None, handler_cancellation=True)
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, self.config.http.listen_host, self.config.http.listen_port)
@@ -140,9 +144,9 @@ class Dispatcher:
             raise DispatcherError(
                 f"cannot listen on {self.config.http.listen_host}:{self.config.http.listen_port}: {err.strerror}"
             ) from err
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.listen_port
+        # The bound address, which tells the port the OS chose for `listen: HOST:0`.
+        addresses = self._http_runner.addresses
+        self.http_port = int(addresses[0][1]) if addresses else self.config.http.listen_port
         if self.config.http.token is None:
             log.warning("api_disabled", reason="no http.token_file configured; every /api/ request gets 401")
         log.info("http_listening", host=self.config.http.listen_host, port=self.http_port)

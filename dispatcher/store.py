@@ -10,11 +10,20 @@ the daemon acknowledges (an event, a contact's change) survives a power cut. The
 (plans, delivery states) passes `durable=False`: committed before `run` returns, so it survives the process
 being killed, but fsynced only with the next durable commit or checkpoint. A power cut can then at worst
 repeat a send, never lose an event; and a burst of deliveries does not cost one fsync per group.
+
+One store file serves one daemon (SPEC §8a). The daemon opens its store with `exclusive=True`, which first takes an
+exclusive `flock` on `<db>.lock` beside the database and holds it until `close()`: a second daemon on the same file
+fails with `StoreInUse` before it does anything else. SQLite's own locks do not do this: they serialise
+transactions, so two daemons would each happily resume the same pending deliveries and send them twice. Read-only
+opens (`routes`, `test`, `deliveries`) and commands that change a running daemon's store on purpose (`retry`) take
+no instance lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import queue
 import sqlite3
 import threading
@@ -63,6 +72,13 @@ JobOutcome = tuple[_Job, bool, Any]
 
 _STOP = object()
 
+# Beside the database: `dispatcher.db` → `dispatcher.db.lock`.
+LOCK_SUFFIX = ".lock"
+
+
+class StoreInUse(StoreError):
+    """Another process (or another open Store) holds the store's instance lock: one store serves one instance."""
+
 
 class Store:
     """The SQLite store. Open it, `run` functions against it, close it."""
@@ -78,10 +94,31 @@ class Store:
         self._collected: list[_Job] = []
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         self.is_open = False
 
-    async def open(self) -> None:
-        """Create the database file and its tables if needed and start the store's thread."""
+    @property
+    def lock_path(self) -> Path:
+        """The instance lock's file, beside the database."""
+        return self.path.with_name(self.path.name + LOCK_SUFFIX)
+
+    async def open(self, *, exclusive: bool = False) -> None:
+        """Create the database file and its tables if needed and start the store's thread.
+
+        `exclusive`: first take the instance lock, held until `close()`; raises `StoreInUse` if another process
+        holds it. The daemon opens its store so. Ignored for a read-only store.
+        """
+        if exclusive and not self.readonly:
+            self._lock_fd = _lock_instance(self.lock_path, shown=self.path)
+        try:
+            await self._start_thread()
+        except BaseException:
+            self._release_lock()
+            raise
+        self.is_open = True
+        log.info("store_opened", path=str(self.path), exclusive=self._lock_fd is not None)
+
+    async def _start_thread(self) -> None:
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         loop = asyncio.get_running_loop()
 
@@ -100,8 +137,6 @@ class Store:
         )
         self._thread.start()
         await ready
-        self.is_open = True
-        log.info("store_opened", path=str(self.path))
 
     async def close(self) -> None:
         """Finish the jobs already submitted, then close the database."""
@@ -112,7 +147,13 @@ class Store:
         self._jobs.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self._thread = None
+        self._release_lock()  # only now: the database is closed, so a successor can start on it
         log.info("store_closed", path=str(self.path))
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         """Run `fn(conn)` in the store's thread, inside a transaction that is committed before this returns.
@@ -226,6 +267,43 @@ class Store:
             failure = StoreError(f"store write failed: {err}")
             return [(job, False, failure) for job in jobs]
         return results
+
+
+def _lock_instance(lock_path: Path, *, shown: Path) -> int:
+    """Take the exclusive instance lock on `lock_path` without waiting, write our pid in it, return its descriptor.
+
+    Raises StoreInUse naming the holder's pid (as it wrote it) when another open file holds the lock. The file is
+    never removed: removing it while held would let a newcomer lock a fresh file of the same name beside us.
+    The descriptor is not inherited by child processes (Python's default), so a sender process cannot keep the
+    lock alive after the daemon is gone.
+    """
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        raise StoreError(f"cannot open the store's lock file {lock_path}: {err.strerror or err}") from err
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as err:
+        holder = _holder_pid(fd)
+        os.close(fd)
+        by = f"another dispatcher (pid {holder})" if holder else "another dispatcher"
+        raise StoreInUse(f"the store {shown} is in use by {by}; one store serves one instance") from err
+    except OSError as err:
+        os.close(fd)
+        raise StoreError(f"cannot lock the store's lock file {lock_path}: {err.strerror or err}") from err
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return fd
+
+
+def _holder_pid(fd: int) -> int | None:
+    """The pid the lock's holder wrote, or None (not written yet: it writes just after locking)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def _as_store_error(err: Exception) -> Exception:

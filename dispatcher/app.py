@@ -18,6 +18,7 @@ from .catalog import Catalog, load_catalog
 from .config import Config, load_config
 from .errors import ConfigError, DispatcherError
 from .events import Event
+from .intake import dead_letters
 from .intake.mqtt import MqttIntake, Rejection
 from .metrics import Metrics
 from .pipeline import Pipeline
@@ -36,9 +37,13 @@ class Dispatcher:
         self.config = config
         self.catalog = catalog or load_catalog()
         self.metrics = Metrics()
-        self.store = Store(config.store.path, schemas=[outbox.SCHEMA, contacts.SCHEMA])
+        self.store = Store(config.store.path, schemas=[outbox.SCHEMA, contacts.SCHEMA, dead_letters.SCHEMA])
         self.intake = MqttIntake(
-            config.bus, default_host=config.hostname, accept=self._accept_from_bus, reject=self._reject_from_bus
+            config.bus,
+            default_host=config.hostname,
+            store=self.store,
+            recorded=lambda events, fresh: self._recorded(events, fresh, "mqtt"),
+            rejected=self._reject_from_bus,
         )
         self.pipeline = Pipeline(
             store=self.store,
@@ -82,6 +87,11 @@ class Dispatcher:
     async def accept(self, events: Sequence[Event], source: str) -> list[bool]:
         """Record events durably (idempotent by id) and hand the new ones on; True for each new one."""
         fresh = await self.store.add_events(events, source)
+        self._recorded(events, fresh, source)
+        return fresh
+
+    def _recorded(self, events: Sequence[Event], fresh: Sequence[bool], source: str) -> None:
+        """After a commit: log, count and hand on the new events (`fresh`: for each event, whether it is new)."""
         new_events = [event for event, is_new in zip(events, fresh, strict=True) if is_new]
         for event, is_new in zip(events, fresh, strict=True):
             # Debug: `event_planned` follows, with what it led to (at info when nothing is to be sent), then a line
@@ -96,10 +106,6 @@ class Dispatcher:
                 callback(new_events)
         if len(new_events) < len(events):
             self.metrics.events_duplicate.labels(source).inc(len(events) - len(new_events))
-        return fresh
-
-    async def _accept_from_bus(self, events: Sequence[Event]) -> list[bool]:
-        return await self.accept(events, source="mqtt")
 
     def _reject_from_bus(self, rejection: Rejection) -> None:
         self.record_rejection("mqtt", rejection.reason, rejection.message, topic=rejection.topic)

@@ -2,7 +2,14 @@
 
 Format (SPEC §1): one JSON object, UTF-8, at most 256 KiB, with optional `id`, `type`, `occurred_at`,
 `host`, `account`, `client_id` and `data`. A bad message raises `InvalidEvent` with a machine-readable
-`reason` (used as a metrics label and in the dead-letter message) and a human-readable message.
+`reason` (used as a metrics label and in the dead-letter message) and a human-readable message; no input
+raises anything else.
+
+Beyond JSON's own rules, what could not be stored or sent later is refused here (never cleaned, so what is
+stored is what was sent): the decoder's limits (`untrusted_json`: no lone surrogates, finite numbers, integers
+of at most 100 digits, nesting at most 32 deep); control characters in `id`, `host` and `account`; names
+longer than 255 characters; a `client_id` outside 1 … 2⁶³-1 (SQLite's integer); an `occurred_at` that does
+not fit a date once converted to UTC (`9999-12-31T23:59:59-01:00`).
 """
 
 from __future__ import annotations
@@ -15,15 +22,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from . import untrusted_json
 from .errors import DispatcherError
+from .untrusted_json import quote
 
 MAX_PAYLOAD_BYTES = 256 * 1024
+# The longest `host` or `account` (a DNS name is at most 253; a cPanel user name far less).
+MAX_NAME_CHARS = 255
+# SQLite's INTEGER is a signed 64-bit number.
+MAX_CLIENT_ID = 2**63 - 1
+# C0 controls and DEL: never part of an id, a host or an account name; a NUL or a line break in one would reach
+# headers, file names and log lines.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 # `App/Event`: two path segments of letters, digits, `_`, `-` and `.` (cPanel's template paths).
 _TYPE_RE = re.compile(r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$")
 _KNOWN_FIELDS = frozenset({"id", "type", "occurred_at", "host", "account", "client_id", "data"})
 
-REASONS = ("too_large", "invalid_json", "not_an_object", "bad_field", "missing_type", "topic_mismatch")
+REASONS = ("too_large", "invalid_json", "not_an_object", "bad_field", "missing_type", "topic_mismatch", "unreadable")
+# `unreadable`: the intake could not read or store the message for a reason none of the checks here names (a fault
+# of ours); it is dead-lettered like any bad message, so that one message never stops the intake.
 
 
 class InvalidEvent(DispatcherError):
@@ -151,7 +169,12 @@ def parse_time(text: str) -> datetime:
     # RFC 3339 requires a date, a `T` (or space), a time and an offset; fromisoformat alone accepts far more.
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", text):
         raise ValueError("not an RFC 3339 timestamp")
-    return datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    moment = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    try:
+        moment.astimezone(UTC)  # stored in UTC: a time that does not fit once converted is refused here
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+    return moment
 
 
 def type_from_topic(topic: str, prefix: str) -> str | None:
@@ -176,15 +199,14 @@ def parse_event(
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise InvalidEvent("too_large", f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
         try:
-            obj = json.loads(payload.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            raise InvalidEvent("invalid_json", f"payload is not UTF-8: {err.reason} at byte {err.start}") from None
-        except json.JSONDecodeError as err:
-            raise InvalidEvent(
-                "invalid_json", f"payload is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
-            ) from None
+            obj = untrusted_json.decode(payload, what="payload")
+        except untrusted_json.UntrustedJsonError as err:
+            raise InvalidEvent("invalid_json", str(err)) from None
     else:
         obj = payload
+        fault = untrusted_json.find_fault(obj)
+        if fault:
+            raise InvalidEvent("invalid_json", f"payload {fault}")
     if not isinstance(obj, dict):
         raise InvalidEvent("not_an_object", f"payload is a JSON {_json_kind(obj)}, not an object")
 
@@ -202,31 +224,47 @@ def parse_event(
 
     unknown = sorted(set(obj) - _KNOWN_FIELDS)
     if unknown:
-        problems.append(f"unknown field(s): {', '.join(unknown)} (custom values belong in data)")
-    event_id = field_of("id", (str,), "a string")
-    if event_id is not None and not (1 <= len(event_id) <= 200):
+        problems.append(f"unknown field(s): {quote(', '.join(unknown), 200)} (custom values belong in data)")
+
+    def name_of(name: str, max_chars: int) -> str | None:
+        value = field_of(name, (str,), "a string")
+        if value is None:
+            return None
+        if len(value) > max_chars:
+            problems.append(f"{name}: {quote(value)} is longer than {max_chars} characters")
+        elif _CONTROL_RE.search(value):
+            problems.append(f"{name}: {quote(value)} contains a control character")
+        else:
+            return value
+        return None
+
+    event_id = name_of("id", 200)
+    if event_id == "":
         problems.append("id: must be 1 to 200 characters")
     body_type = field_of("type", (str,), "a string")
     if body_type is not None and not _TYPE_RE.match(body_type):
-        problems.append(f"type: {body_type!r} is not of the form App/Event")
+        problems.append(f"type: {quote(body_type)} is not of the form App/Event")
     occurred_raw = field_of("occurred_at", (str,), "an RFC 3339 string")
     occurred_at = None
     if occurred_raw is not None:
         try:
             occurred_at = parse_time(occurred_raw)
-        except ValueError:
-            problems.append(f"occurred_at: {occurred_raw!r} is not an RFC 3339 timestamp")
-    host = field_of("host", (str,), "a string")
-    account = field_of("account", (str,), "a string")
+        except ValueError as err:
+            problems.append(f"occurred_at: {quote(occurred_raw)} is not an RFC 3339 timestamp ({err})")
+    host = name_of("host", MAX_NAME_CHARS)
+    account = name_of("account", MAX_NAME_CHARS)
     client_id = field_of("client_id", (int,), "an integer")
+    if client_id is not None and not 1 <= client_id <= MAX_CLIENT_ID:
+        problems.append(f"client_id: {quote(client_id)} is not from 1 to {MAX_CLIENT_ID}")
+        client_id = None
     data = field_of("data", (dict,), "an object")
     if problems:
         raise InvalidEvent("bad_field", "; ".join(problems), problems)
 
     if topic_type is not None and not _TYPE_RE.match(topic_type):
-        raise InvalidEvent("topic_mismatch", f"topic type {topic_type!r} is not of the form App/Event")
+        raise InvalidEvent("topic_mismatch", f"topic type {quote(topic_type)} is not of the form App/Event")
     if body_type and topic_type and body_type != topic_type:
-        raise InvalidEvent("topic_mismatch", f"type {body_type!r} disagrees with the topic's {topic_type!r}")
+        raise InvalidEvent("topic_mismatch", f"type {quote(body_type)} disagrees with the topic's {quote(topic_type)}")
     event_type = body_type or topic_type
     if not event_type:
         raise InvalidEvent("missing_type", "type is required (in the body, or as <prefix>/<App>/<Event> in the topic)")

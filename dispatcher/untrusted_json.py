@@ -111,6 +111,7 @@ def _finite_float(text: str) -> float:
 
 
 def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise UntrustedJsonError(f"an integer has {len(text.lstrip('-'))} digits; at most {MAX_INT_DIGITS} are accepted")
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise UntrustedJsonError(f"an integer has {digits} digits; at most {MAX_INT_DIGITS} are accepted")
     return int(text)

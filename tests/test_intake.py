@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import aiomqtt
 import pytest
+
+from dispatcher.intake import dead_letters
+from dispatcher.intake.mqtt import MqttIntake
+from dispatcher.store import Store
 
 from .brokers import Mosquitto
 from .conftest import API_TOKEN, wait_until
@@ -197,53 +203,64 @@ async def test_the_http_intake_validates_like_the_bus_and_needs_the_token(
     assert stored_ids(config.parent) == ["h1"]
 
 
-async def open_session(bus: Any) -> None:
-    """Connect an intake once and leave: the broker keeps its persistent session and queues what comes next."""
-    from dispatcher.intake.mqtt import MqttIntake
+@contextlib.asynccontextmanager
+async def intake_on_store(
+    bus: Any, store_path: Path, recorded: Callable[[Any, Any], None]
+) -> AsyncIterator[MqttIntake]:
+    """An intake on a real store (the daemon's tables), running until the block ends; `recorded(events, fresh)`
+    is called after each commit."""
+    store = Store(store_path, schemas=[dead_letters.SCHEMA])
+    await store.open()
+    intake = MqttIntake(bus, default_host="h", store=store, recorded=recorded, rejected=lambda rejection: None)
+    running = asyncio.create_task(intake.run())
+    try:
+        yield intake
+    finally:
+        intake.stop()
+        await running
+        await store.close()
 
-    async def accept_none(events: Any) -> list[bool]:
+
+async def open_session(bus: Any, store_path: Path) -> None:
+    """Connect an intake once and leave: the broker keeps its persistent session and queues what comes next."""
+
+    def recorded_none(events: Any, fresh: Any) -> None:
         raise AssertionError(f"nothing was published yet, got {len(events)} event(s)")
 
-    first = MqttIntake(bus, default_host="h", accept=accept_none, reject=lambda rejection: None)
-    running = asyncio.create_task(first.run())
-    await wait_until(first.connected.is_set)
-    first.stop()
-    await running
+    async with intake_on_store(bus, store_path, recorded_none) as first:
+        await wait_until(first.connected.is_set)
 
 
-async def test_a_burst_faster_than_the_store_waits_at_the_broker_not_in_memory(mosquitto: Mosquitto) -> None:
-    """mosquitto 2.0 keeps sending past its inflight limit once acknowledgements flow; with a store slower than
+async def test_a_burst_faster_than_the_store_waits_at_the_broker_not_in_memory(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """mosquitto 2.0 keeps sending past its inflight limit once acknowledgements flow; with handling slower than
     the burst, the intake stops reading the socket instead of queueing the burst in memory, and loses nothing."""
     from dispatcher.config import parse_config
-    from dispatcher.intake.mqtt import MqttIntake
 
     bus = parse_config(f"bus: {{url: '{mosquitto.url}', client_id: backpressure, topic_prefix: events}}").bus
     stored: list[str] = []
 
-    async def slow_accept(events: Any) -> list[bool]:
-        await asyncio.sleep(0.2)  # a store much slower than the broker
+    def slow_recorded(events: Any, fresh: Any) -> None:
+        time.sleep(0.1)  # the loop held up after each commit: handling much slower than the broker sends
         stored.extend(event.id for event in events)
-        return [True] * len(events)
 
     # The burst waits at the broker for the intake's persistent session, then comes as fast as mosquitto sends.
-    await open_session(bus)
+    await open_session(bus, tmp_path / "store.db")
     count = 12000
     await publish(mosquitto, "events/Backup/Failure", [json.dumps({"id": f"b-{i}"}).encode() for i in range(count)])
-    intake = MqttIntake(bus, default_host="h", accept=slow_accept, reject=lambda rejection: None)
-    running = asyncio.create_task(intake.run())
     peak = 0
+    async with intake_on_store(bus, tmp_path / "store.db", slow_recorded) as intake:
 
-    async def sample() -> None:
-        nonlocal peak
-        while True:
-            peak = max(peak, intake.waiting)
-            await asyncio.sleep(0.005)
+        async def sample() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, intake.waiting)
+                await asyncio.sleep(0.005)
 
-    sampler = asyncio.create_task(sample())
-    await wait_until(lambda: len(stored) == count, timeout_s=60)
-    sampler.cancel()
-    intake.stop()
-    await running
+        sampler = asyncio.create_task(sample())
+        await wait_until(lambda: len(stored) == count, timeout_s=60)
+        sampler.cancel()
     assert sorted(stored) == sorted(f"b-{i}" for i in range(count))
     print(f"most messages waiting in memory: {peak} of {count}")
     # The pause threshold (2,000) and what paho had already read from the socket; without the pause it is most
@@ -252,31 +269,25 @@ async def test_a_burst_faster_than_the_store_waits_at_the_broker_not_in_memory(m
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-async def test_a_burst_of_small_and_large_events_arrives_whole(mosquitto: Mosquitto, protocol: str) -> None:
+async def test_a_burst_of_small_and_large_events_arrives_whole(
+    mosquitto: Mosquitto, tmp_path: Path, protocol: str
+) -> None:
     """Queued while the intake was away, then sent back to back: 600 small events and a few of nearly the size
     limit (several socket reads each) are read whole and in order, whatever falls across a read's end."""
     from dispatcher.config import parse_config
-    from dispatcher.intake.mqtt import MqttIntake
 
     bus = parse_config(
         f"bus: {{url: '{mosquitto.url}', client_id: whole-{protocol}, topic_prefix: events, protocol: '{protocol}'}}"
     ).bus
     received: list[Any] = []
 
-    async def accept(events: Any) -> list[bool]:
-        received.extend(events)
-        return [True] * len(events)
-
-    await open_session(bus)
+    await open_session(bus, tmp_path / "store.db")
     sizes = [10 + (n * 37) % 500 for n in range(600)]
     for position in (5, 250, 251, 599):
         sizes[position] = 200_000
     payloads = [json.dumps({"id": f"w-{n}", "data": {"blob": "x" * size}}).encode() for n, size in enumerate(sizes)]
     await publish(mosquitto, "events/Backup/Failure", payloads, v5=protocol == "5")
-    intake = MqttIntake(bus, default_host="h", accept=accept, reject=lambda rejection: None)
-    running = asyncio.create_task(intake.run())
-    await wait_until(lambda: len(received) >= len(sizes), timeout_s=30)
-    intake.stop()
-    await running
+    async with intake_on_store(bus, tmp_path / "store.db", lambda events, fresh: received.extend(events)):
+        await wait_until(lambda: len(received) >= len(sizes), timeout_s=30)
     assert [event.id for event in received] == [f"w-{n}" for n in range(len(sizes))]
     assert [len(event.data["blob"]) for event in received] == sizes

@@ -1,0 +1,139 @@
+"""Dead letters: messages the intake refused, kept in the store until the broker has taken their republication.
+
+A refused message is written to the store in the same transaction as the good events of its batch, and the
+whole batch is acknowledged after that commit. Republishing it on `<dead_letter_topic>` is the job of
+`DeadLetterPublisher`, a task of its own: the intake never waits for a broker's answer while it holds messages,
+so it can never wait for an answer that its own read pause keeps it from reading. A row is deleted once the
+broker has acknowledged its republication (QoS 1); a connection lost before that republishes it on the next
+(at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from base64 import b64encode
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+
+from ..config import BusConfig
+from ..events import Event
+from ..store import Store, insert_events
+from ..untrusted_json import quote
+from .bus_client import BusClient
+
+log = structlog.get_logger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic       TEXT NOT NULL,
+    reason      TEXT NOT NULL,      -- events.REASONS
+    message     TEXT NOT NULL,      -- what is wrong, for people
+    payload     BLOB NOT NULL,      -- the message as received, republished unchanged
+    received_at TEXT NOT NULL
+);
+"""
+
+# Republications awaiting the broker's PUBACK at once.
+PUBLISH_WINDOW = 100
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A refused message: where it came from, why it was refused, and its bytes."""
+
+    topic: str
+    reason: str
+    message: str
+    payload: bytes
+    received_at: str = ""
+
+
+def record_batch(
+    conn: sqlite3.Connection, events: Sequence[tuple[Event, DeadLetter]], letters: Sequence[DeadLetter]
+) -> tuple[list[Event], list[bool], list[DeadLetter]]:
+    """Insert a batch's events and dead letters in the caller's transaction.
+
+    `events` pairs each event with the dead letter it becomes if it cannot be stored (a value SQLite refuses);
+    returns the events stored, for each whether it is new, and every dead letter written (refused ones first).
+    """
+    stored: list[Event] = []
+    fresh: list[bool] = []
+    written = list(letters)
+    for event, if_unstorable in events:
+        try:
+            fresh.append(insert_events(conn, [event], "mqtt")[0])
+            stored.append(event)
+        except sqlite3.OperationalError:
+            raise  # the store itself (disk full, locked): the whole batch stays unacknowledged and comes again
+        except Exception as err:  # this event's values: it alone becomes a dead letter
+            written.append(
+                DeadLetter(
+                    if_unstorable.topic,
+                    "unreadable",
+                    f"could not be stored: {type(err).__name__}: {quote(str(err), 120)}",
+                    if_unstorable.payload,
+                )
+            )
+    now = datetime.now(UTC).isoformat()
+    conn.executemany(
+        "INSERT INTO dead_letters (topic, reason, message, payload, received_at) VALUES (?, ?, ?, ?, ?)",
+        [(dead.topic, dead.reason, dead.message, dead.payload, dead.received_at or now) for dead in written],
+    )
+    return stored, fresh, written
+
+
+def take_unpublished(conn: sqlite3.Connection, limit: int) -> list[tuple[int, DeadLetter]]:
+    """The oldest dead letters not yet republished."""
+    rows = conn.execute(
+        "SELECT seq, topic, reason, message, payload, received_at FROM dead_letters ORDER BY seq LIMIT ?", (limit,)
+    ).fetchall()
+    return [(row[0], DeadLetter(row[1], row[2], row[3], bytes(row[4]), row[5])) for row in rows]
+
+
+def delete_published(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
+    conn.executemany("DELETE FROM dead_letters WHERE seq = ?", [(seq,) for seq in seqs])
+
+
+def count_unpublished(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
+    return int(row[0])
+
+
+class DeadLetterPublisher:
+    """Republishes stored dead letters on the dead-letter topic, PUBLISH_WINDOW at a time, while connected."""
+
+    def __init__(self, bus: BusConfig, store: Store) -> None:
+        self.bus = bus
+        self._store = store
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New dead letters were committed."""
+        self._wake.set()
+
+    async def run(self, client: BusClient) -> None:
+        """Publish until cancelled; raises BusError when the connection is lost (the rest waits for the next)."""
+        while True:
+            self._wake.clear()
+            batch = await self._store.run(lambda conn: take_unpublished(conn, PUBLISH_WINDOW), durable=False)
+            if not batch:
+                await self._wake.wait()
+                continue
+            await asyncio.gather(*(self._publish(client, letter) for _, letter in batch))
+            published = [seq for seq, _ in batch]
+            await self._store.run(lambda conn, seqs=published: delete_published(conn, seqs), durable=False)
+            log.debug("dead_letters_published", count=len(batch), topic=self.bus.dead_letter_topic)
+
+    def _publish(self, client: BusClient, letter: DeadLetter) -> asyncio.Future[None]:
+        reason = f"{letter.reason}: {letter.message}"
+        if self.bus.protocol == "5":
+            properties = [("reason", reason), ("topic", letter.topic)]
+            return client.publish(self.bus.dead_letter_topic, letter.payload, qos=1, user_properties=properties)
+        wrapped = {"reason": reason, "topic": letter.topic, "payload_base64": b64encode(letter.payload).decode()}
+        return client.publish(self.bus.dead_letter_topic, json.dumps(wrapped).encode(), qos=1)

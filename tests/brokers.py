@@ -20,7 +20,7 @@ listener {port} 127.0.0.1
 user {user}
 allow_anonymous true
 max_queued_messages 0
-max_inflight_messages 1000
+max_inflight_messages {max_inflight}
 persistence true
 persistence_location {state_dir}/
 autosave_interval 1
@@ -50,8 +50,9 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
 class Mosquitto:
     """One mosquitto process; `restart()` keeps its port and its persisted sessions."""
 
-    def __init__(self, state_dir: Path, *, listener_options: str = "") -> None:
-        """`listener_options`: lines for the listener (TLS files, for instance)."""
+    def __init__(self, state_dir: Path, *, listener_options: str = "", max_inflight: int = 1000) -> None:
+        """`listener_options`: lines for the listener (TLS files, for instance). `max_inflight`: mosquitto's
+        `max_inflight_messages`, QoS 1 messages sent to a client and not yet acknowledged (0: no limit)."""
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise RuntimeError("mosquitto is not installed: run scripts/setup (it installs it with apt)")
@@ -61,7 +62,11 @@ class Mosquitto:
         self.config_path = state_dir / "mosquitto.conf"
         self.config_path.write_text(
             BROKER_CONFIG.format(
-                port=self.port, state_dir=state_dir, user=getpass.getuser(), listener_options=listener_options
+                port=self.port,
+                state_dir=state_dir,
+                user=getpass.getuser(),
+                listener_options=listener_options,
+                max_inflight=max_inflight,
             )
         )
         self.process: subprocess.Popen[bytes] | None = None

@@ -85,7 +85,7 @@ class _SinkSMTP(SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
-        self.sink._open.discard(self)
+        self.sink.open_sessions.discard(self)
 
 
 class _SmtpHandler:
@@ -97,7 +97,7 @@ class _SmtpHandler:
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
-        failure = self.sink._take_failure("mail")
+        failure = self.sink.take_failure("mail")
         if failure is not None:
             return failure
         envelope.mail_from = address
@@ -107,7 +107,7 @@ class _SmtpHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
-        failure = self.sink._take_failure("rcpt")
+        failure = self.sink.take_failure("rcpt")
         if failure is not None:
             return failure
         envelope.rcpt_tos.append(address)
@@ -116,14 +116,14 @@ class _SmtpHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.sink.delay_s > 0:
             await asyncio.sleep(self.sink.delay_s)
-        failure = self.sink._take_failure("data")
+        failure = self.sink.take_failure("data")
         if failure is not None:
             return failure
         data = envelope.original_content or b""
         if isinstance(envelope.content, bytes) and not data:
             data = envelope.content
         login = session.auth_data if isinstance(session.auth_data, str) else None
-        self.sink._record(
+        self.sink.record(
             ReceivedMail(
                 mail_from=envelope.mail_from or "",
                 mail_options=tuple(envelope.mail_options),
@@ -171,7 +171,7 @@ class SmtpSink:
         self.connections = 0
         self.auth_attempts: list[str] = []
         self._failures: collections.deque[_SmtpFailure] = collections.deque()
-        self._open: set[_SinkSMTP] = set()
+        self.open_sessions: set[_SinkSMTP] = set()
         self._server: asyncio.Server | None = None
         self._changed = asyncio.Event()
         self._handler = _SmtpHandler(self)
@@ -183,7 +183,7 @@ class SmtpSink:
     @property
     def open_connections(self) -> int:
         """Client connections open right now."""
-        return len(self._open)
+        return len(self.open_sessions)
 
     async def start(self) -> None:
         """Listen on `port` (a free one the first time if 0; the same one on a restart)."""
@@ -211,7 +211,7 @@ class SmtpSink:
 
     def drop_connections(self) -> None:
         """Close every open client connection abruptly (a restart or an idle timeout, from the client's view)."""
-        for protocol in list(self._open):
+        for protocol in list(self.open_sessions):
             if protocol.transport is not None:
                 protocol.transport.close()
 
@@ -260,7 +260,7 @@ class SmtpSink:
             loop=asyncio.get_running_loop(),
             **kwargs,
         )
-        self._open.add(protocol)
+        self.open_sessions.add(protocol)
         return protocol
 
     def _authenticate(
@@ -274,12 +274,14 @@ class SmtpSink:
             return AuthResult(success=True, auth_data=login)
         return AuthResult(success=False, handled=False)
 
-    def _take_failure(self, stage: str) -> str | None:
+    def take_failure(self, stage: str) -> str | None:
+        """The handler asks at each stage: the scripted reply for that stage if it is next, else None."""
         if self._failures and self._failures[0].stage == stage:
             return self._failures.popleft().reply
         return None
 
-    def _record(self, mail: ReceivedMail) -> None:
+    def record(self, mail: ReceivedMail) -> None:
+        """The handler's last step: keep a message that was accepted."""
         self.messages.append(mail)
         self._changed.set()
 

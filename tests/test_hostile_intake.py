@@ -98,7 +98,7 @@ async def test_poison_messages_are_dead_lettered_and_the_daemon_stays_ready_acro
     """Every message of the poison set goes to the dead-letter topic with its reason, the daemon answers
     /readyz after each, and after a restart (and the set once more) the next good event is delivered."""
     async with WebhookSink() as webhook:
-        config = webhook_config(make_config, webhook)
+        config = webhook_config(make_config, webhook, bus={"protocol": "5"})  # dead letters unwrapped
         daemon = await started(daemon_process(config), http)
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, protocol=aiomqtt.ProtocolVersion.V5) as watcher:
             await watcher.subscribe("events-dead-letter", qos=1)

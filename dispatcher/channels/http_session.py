@@ -12,17 +12,26 @@ not ours to get right.
 What it does: HTTP and HTTPS (certificates verified against the system's CAs, as before), keep-alive with up to
 `concurrency` requests at once per channel, no redirects followed, no cookies kept (receivers are unrelated
 sites, and each Pushbullet token is its own account), no proxies (aiohttp used none unless told to), no
-compression asked for.
+compression asked for. Where a far end misbehaves it does what `ClientSession` does (tests/test_http_client_faults.py
+runs both against the same servers): credentials in a URL go as basic auth, never in the `Host` header; an answer's
+headers are capped (`MAX_HEADER_BYTES`, so a server streaming headers cannot grow our memory); a host with several
+addresses is connected to by happy eyeballs (RFC 8305, through aiohappyeyeballs, aiohttp's own), so a dead IPv6
+address costs 0.25 s, not the whole timeout; 1xx interim answers are skipped; chunked and close-delimited bodies are
+read; a connection is reused after an error answer whose body was read in full.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import socket
 import ssl
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import httptools
+from aiohappyeyeballs import AddrInfoType, start_connection
 from yarl import URL
 
 from dispatcher import __version__
@@ -31,6 +40,16 @@ from dispatcher import __version__
 KEEPALIVE_S = 15.0
 _USER_AGENT = f"dispatcher/{__version__}"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# The most bytes an answer's status line and headers may take. Real answers use a few hundred; without a bound, a
+# server streaming headers would grow the parser's buffers without end. (aiohttp bounds each line at 8 KiB and the
+# number of headers, which allows more in all.)
+MAX_HEADER_BYTES = 64 * 1024
+# How long a connection attempt to one address runs alone before the next address is tried beside it (RFC 8305's
+# recommended 250 ms, aiohttp's default too).
+HAPPY_EYEBALLS_DELAY_S = 0.25
+
+# Resolves (host, port) to getaddrinfo()'s entries, in the order to try them.
+Resolve = Callable[[str, int], Awaitable[Sequence[AddrInfoType]]]
 
 
 class InvalidURL(ValueError):
@@ -38,7 +57,8 @@ class InvalidURL(ValueError):
 
 
 class Unreachable(Exception):
-    """No answer: the connection or TLS handshake failed, the connection dropped, or the answer was not HTTP.
+    """No answer: the name did not resolve, the connection or TLS handshake failed, the connection dropped, or the
+    answer was not HTTP or had headers beyond `MAX_HEADER_BYTES`.
 
     `reason` says which, in words fit for a delivery's error (no URL: the caller shows its own, redacted).
     """
@@ -56,10 +76,15 @@ class Headers(dict[str, str]):
 
 
 class HttpSession:
-    """One per channel: at most `concurrency` requests at once, over connections kept alive between them."""
+    """One per channel: at most `concurrency` requests at once, over connections kept alive between them.
 
-    def __init__(self, concurrency: int) -> None:
+    `resolve` turns a host and port into the addresses to try (default: the system's resolver, getaddrinfo); a
+    test gives its own, as aiohttp's `TCPConnector(resolver=…)` allows.
+    """
+
+    def __init__(self, concurrency: int, *, resolve: Resolve | None = None) -> None:
         self.concurrency = max(1, int(concurrency))
+        self._resolve = resolve or _system_resolve
         self._slots = asyncio.Semaphore(self.concurrency)
         # Idle connections by (scheme, host, port), most recently used last, with the time each went idle.
         self._idle: dict[tuple[str, str, int], list[tuple[_Connection, float]]] = {}
@@ -127,17 +152,29 @@ class HttpSession:
                 connection.close()
 
     async def _connect(self, origin: tuple[str, str, int]) -> _Connection:
+        """A new connection to `origin`: resolve, connect by happy eyeballs, then TLS for https."""
         scheme, host, port = origin
         if scheme == "https" and self._tls is None:
             self._tls = ssl.create_default_context()
         loop = asyncio.get_running_loop()
         try:
-            _, connection = await loop.create_connection(
-                _Connection, host, port, ssl=self._tls if scheme == "https" else None
-            )
+            addresses = await self._resolve(host, port)
+            if not addresses:
+                raise Unreachable(f"{host} has no address")
+            sock = await start_connection(addresses, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY_S)
+            try:
+                _, connection = await loop.create_connection(
+                    _Connection,
+                    sock=sock,
+                    ssl=self._tls if scheme == "https" else None,
+                    server_hostname=host if scheme == "https" else None,
+                )
+            except BaseException:
+                sock.close()
+                raise
         except ssl.SSLError as err:  # a subclass of OSError whose strerror is often empty
             raise Unreachable(f"TLS: {err.reason or err}") from err
-        except OSError as err:
+        except OSError as err:  # also socket.gaierror, and several addresses' errors in one
             raise Unreachable(err.strerror or str(err) or type(err).__name__) from err
         return connection
 
@@ -149,6 +186,10 @@ class HttpSession:
                 connection.close()
 
 
+async def _system_resolve(host: str, port: int) -> Sequence[AddrInfoType]:
+    return await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
 def _origin(url: URL) -> tuple[str, str, int]:
     if not url.is_absolute() or url.scheme not in _DEFAULT_PORTS or not url.raw_host:
         raise InvalidURL(str(url))
@@ -156,14 +197,23 @@ def _origin(url: URL) -> tuple[str, str, int]:
 
 
 def _request_head(url: URL, headers: dict[str, str], length: int) -> bytes:
-    """The request line and headers. A line break in a header would start a header of its own: refused."""
+    """The request line and headers. A line break in a header would start a header of its own: refused.
+
+    `Host` is the URL's host and port alone (IPv6 in brackets, the scheme's default port left out), never its
+    user info. Credentials in the URL go as basic auth (RFC 7617, UTF-8), unless `headers` has an Authorization.
+    """
     if any("\r" in text or "\n" in text for item in headers.items() for text in item):
         raise InvalidURL("a header holds a line break")
+    auth = []
+    if (url.raw_user or url.raw_password) and not any(name.lower() == "authorization" for name in headers):
+        credentials = f"{url.user or ''}:{url.password or ''}".encode()
+        auth = [f"Authorization: Basic {base64.b64encode(credentials).decode('ascii')}"]
     lines = [
         f"POST {url.raw_path_qs or '/'} HTTP/1.1",
-        f"Host: {url.raw_authority}",
+        f"Host: {url.host_port_subcomponent}",
         f"User-Agent: {_USER_AGENT}",
         f"Content-Length: {length}",
+        *auth,
         *(f"{name}: {value}" for name, value in headers.items()),
         "\r\n",
     ]
@@ -180,6 +230,7 @@ class _Connection(asyncio.Protocol):
         self._answer: asyncio.Future[tuple[int, Headers, bytes, bool]] | None = None
         self._headers = Headers()
         self._headers_done = False
+        self._head_bytes = 0  # of the answer's status line and headers so far
         self._body = bytearray()
         self._cap = 0
 
@@ -191,6 +242,7 @@ class _Connection(asyncio.Protocol):
         self._answer = loop.create_future()
         self._headers = Headers()
         self._headers_done = False
+        self._head_bytes = 0
         self._body = bytearray()
         self._cap = cap_bytes
         # A plain timer rather than asyncio.timeout(): it fails the answer instead of cancelling the task, at a
@@ -218,10 +270,16 @@ class _Connection(asyncio.Protocol):
         if self._answer is None:  # nothing was asked: a server that talks out of turn is not reused
             self.close()
             return
+        if not self._headers_done:
+            self._head_bytes += len(data)  # with any body bytes after the headers: only checked while in them
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as err:
             self._fail(f"the answer is not valid HTTP ({err})")
+            self.close()
+            return
+        if not self._headers_done and self._head_bytes > MAX_HEADER_BYTES:
+            self._fail(f"the answer's headers are larger than {MAX_HEADER_BYTES // 1024} KiB")
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -251,7 +309,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if 100 <= self._parser.get_status_code() < 200:  # an interim answer (103 Early Hints): the real one follows
-            self._headers, self._headers_done, self._body = Headers(), False, bytearray()
+            self._headers, self._headers_done, self._body, self._head_bytes = Headers(), False, bytearray(), 0
             return
         self._finish(reusable=self._parser.should_keep_alive())
 

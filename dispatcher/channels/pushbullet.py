@@ -16,6 +16,7 @@ import structlog
 
 from dispatcher.channels.base import Channel, DeliveryError, Message, parse_retry_after, short_hash
 from dispatcher.channels.http_session import HttpSession, InvalidURL, Unreachable
+from dispatcher.config import redact_url
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +38,8 @@ class PushbulletChannel(Channel):
     def __init__(self, config: Any, *, hostname: str) -> None:
         super().__init__(config, hostname=hostname)
         self._pushes_url = str(config.api_url).rstrip("/") + "/v2/pushes"
+        # For errors: an api_url may carry credentials (a proxy's); the HTTP client sends them as basic auth.
+        self._shown_url = redact_url(self._pushes_url)
         self._http = HttpSession(config.concurrency)
 
     def describe_target(self, target: str) -> str:
@@ -61,9 +64,9 @@ class PushbulletChannel(Channel):
         except TimeoutError as err:
             raise DeliveryError(f"Pushbullet did not answer within {timeout_s:g} s", retryable=True) from err
         except InvalidURL as err:
-            raise DeliveryError(f"Pushbullet api_url is not a valid URL: {self._pushes_url}", retryable=False) from err
+            raise DeliveryError(f"Pushbullet api_url is not a valid URL: {self._shown_url}", retryable=False) from err
         except Unreachable as err:
-            raise DeliveryError(f"cannot reach Pushbullet at {self._pushes_url}: {err.reason}", retryable=True) from err
+            raise DeliveryError(f"cannot reach Pushbullet at {self._shown_url}: {err.reason}", retryable=True) from err
         if 200 <= status < 300:
             log.debug("pushbullet_sent", target=self.describe_target(target), event_id=message.event_id)
             return

@@ -13,8 +13,8 @@ process otherwise. `SenderPool` is the daemon's side of the processes; the pipel
 
 A sender process is `python -m dispatcher.senders FD`. The socket FD carries frames both ways (4-byte length, then
 a pickle; both ends are this package): the daemon sends ("init", config, catalog), ("config", config) after each
-reload, and ("jobs", [(job id, job), …]); the sender answers ("ready",) once set up, then ("outcomes", [(job id,
-None | (message, retryable, retry_after_s)), …]). A side
+reload, and ("jobs", [(job id, start_by, job), …]); the sender answers ("ready",) once set up, then ("outcomes",
+[(job id, None | (message, retryable, retry_after_s)), …]), and ("alive",) every `WATCH_INTERVAL_S`. A side
 writes at most one frame per loop iteration, so a burst costs a few writes, not one per delivery. The frames
 carry targets (tokens, URLs with passwords) over a socketpair only the two processes hold; nothing is logged.
 
@@ -22,6 +22,14 @@ A sender process ignores SIGINT, SIGTERM and SIGHUP: the daemon decides when it 
 its drain), while a terminal's Ctrl-C and systemd's stop signal reach every process of the group. If a sender
 process dies, each attempt it held fails as retryable (it may have gone out: a crash can repeat a send, never
 lose one), and a new process takes its place.
+
+A sender process that stops answering without dying (SIGSTOP, a library call that blocks its event loop, a send
+that outlives every bound) is killed (SIGKILL) and replaced, once it has been silent for `SILENCE_LIMIT_S` or
+an answer is overdue; its attempts fail as retryable at that moment and their retries go to another process.
+A killed process cannot wake up and send what it held. A process that stalls for less than that and wakes up
+does not start a job the daemon handed it more than `START_GRACE_S` ago (`start_by`, on the monotonic clock all
+processes of the machine share): it answers the job as expired, so a send never starts after the daemon may
+have given up waiting for it.
 """
 
 from __future__ import annotations
@@ -35,9 +43,10 @@ import signal
 import socket
 import struct
 import sys
+import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -66,6 +75,16 @@ START_TIMEOUT_S = 60.0
 CLOSE_GRACE_S = 5.0
 # Beyond a channel's own timeout, how long the daemon waits for a sender process's answer.
 ANSWER_GRACE_S = 5.0
+# A job the sender process reads later than this after the daemon handed it over is not started: the process was
+# stalled, and starting now could end the send after the daemon stopped waiting for its answer (half the grace
+# above leaves room for both sides' watch intervals).
+START_GRACE_S = ANSWER_GRACE_S / 2
+# A sender process says ("alive",) every WATCH_INTERVAL_S. One silent this long is stuck (stopped, or its event
+# loop blocked in a call): the daemon kills and replaces it. Long enough for a reload's template compilation in
+# the process (about 2 s), short enough that its attempts are retried elsewhere well within a minute.
+SILENCE_LIMIT_S = 10.0
+# One silent this long still gets jobs only when no process is heard from more recently.
+SUSPECT_AFTER_S = 3.0
 # How often the daemon looks for answers overdue, and a sender process for attempts past their bound. One look a
 # second for all instead of a timer each (an `asyncio.timeout` costs ~7 µs, thousands of times a second); the
 # bounds are tens of seconds, so a second late is nothing.
@@ -196,7 +215,8 @@ async def close_channels(channels: list[Channel]) -> None:
 
 
 class SenderPool:
-    """`count` sender processes; a job goes to the one its event id picks, so a fan-out's renders share a cache."""
+    """`count` sender processes. A job goes to the one its event id picks, so a fan-out's renders share a cache,
+    unless that one is down (being replaced) or has gone quiet: then to the next one that is heard from."""
 
     def __init__(self, count: int, config: Config, catalog: Catalog) -> None:
         # The pipeline lets twice a channel's concurrency in flight per sender process: the channel's own limit
@@ -204,11 +224,14 @@ class SenderPool:
         # for the far end, instead of after each answer has travelled back to the daemon's process.
         self.lookahead = 2 * count
         self._config = config
-        self._processes = [_SenderProcess(index, config, catalog) for index in range(count)]
+        self._some_up = asyncio.Event()  # set while at least one process takes jobs
+        self._processes = [
+            _SenderProcess(index, config, catalog, on_change=self._state_changed) for index in range(count)
+        ]
         self._runs: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        """Start the processes; attempts wait until theirs is ready."""
+        """Start the processes; attempts wait until one is ready."""
         self._runs = [asyncio.create_task(process.run(), name=f"sender-{process.index}") for process in self._processes]
 
     def apply_config(self, config: Config, channels: dict[str, Channel] | None = None) -> None:
@@ -218,8 +241,29 @@ class SenderPool:
             process.apply_config(config)
 
     async def send(self, job: SendJob) -> None:
-        process = self._processes[zlib.crc32(job.event.id.encode()) % len(self._processes)]
+        while (process := self._choose(job)) is None:
+            await self._some_up.wait()
         await process.send(job, self._answer_timeout_s(job))
+
+    def _choose(self, job: SendJob) -> _SenderProcess | None:
+        """The process for `job`: the one its event id picks if it is up and heard from lately, else the next such
+        one; else the next that is up at all; None while every process is down."""
+        count = len(self._processes)
+        first = zlib.crc32(job.event.id.encode()) % count
+        fallback = None
+        for step in range(count):
+            process = self._processes[(first + step) % count]
+            if process.up:
+                if not process.quiet:
+                    return process
+                fallback = fallback or process
+        return fallback
+
+    def _state_changed(self) -> None:
+        if any(process.up for process in self._processes):
+            self._some_up.set()
+        else:
+            self._some_up.clear()
 
     def _answer_timeout_s(self, job: SendJob) -> float:
         channels = self._config.channels
@@ -239,28 +283,42 @@ class SenderPool:
 
 
 class _SenderProcess:
-    """One sender process and the attempts it holds; `run()` keeps one going, replacing it when it exits."""
+    """One sender process and the attempts it holds; `run()` keeps one going, replacing it when it exits and
+    killing it when it stops answering."""
 
-    def __init__(self, index: int, config: Config, catalog: Catalog) -> None:
+    def __init__(self, index: int, config: Config, catalog: Catalog, on_change: Callable[[], None]) -> None:
         self.index = index
         self._config = config
         self._catalog = catalog
+        self._on_change = on_change  # told when the process starts or stops taking jobs
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
-        # Attempts waiting for the process's answer: job id → (the answer to come, its deadline in loop time).
+        # Attempts waiting for the process's answer: job id → (the answer to come, its deadline on the monotonic
+        # clock).
         self._waiting: dict[int, tuple[asyncio.Future[Any], float]] = {}
-        self._outgoing: list[tuple[int, SendJob]] = []
+        self._outgoing: list[tuple[int, float, SendJob]] = []
         self._next_id = 0
         self._up = asyncio.Event()  # set while a process is ready for jobs
+        self._heard_at = 0.0  # when the process last wrote a frame (monotonic)
         self._closing = False
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._up.is_set() and self._process is not None else None
 
+    @property
+    def up(self) -> bool:
+        """A process is running and takes jobs."""
+        return self._up.is_set()
+
+    @property
+    def quiet(self) -> bool:
+        """Not heard from for `SUSPECT_AFTER_S`: perhaps stuck, not yet known to be."""
+        return time.monotonic() - self._heard_at > SUSPECT_AFTER_S
+
     async def run(self) -> None:
         """Start the process, serve it until it exits, and start another, until `close()`."""
-        watch = asyncio.create_task(self._watch_answers(), name=f"sender-{self.index}-watch")
+        watch = asyncio.create_task(self._watch(), name=f"sender-{self.index}-watch")
         try:
             await self._keep_running()
         finally:
@@ -313,7 +371,9 @@ class _SenderProcess:
                 self._process.kill()  # it hung while starting
             code = await self._process.wait()
             raise EOFError(f"the sender process did not start (exit code {code})") from err
+        self._heard_at = time.monotonic()
         self._up.set()
+        self._on_change()
         log.info("sender_started", sender=self.index, pid=self._process.pid)
         return reader
 
@@ -329,10 +389,11 @@ class _SenderProcess:
         job_id = self._next_id
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
-        self._waiting[job_id] = (answer, loop.time() + answer_timeout_s)
+        now = time.monotonic()
+        self._waiting[job_id] = (answer, now + answer_timeout_s)
         if not self._outgoing:  # the jobs of one loop iteration leave in one frame
             loop.call_soon(self._flush)
-        self._outgoing.append((job_id, job))
+        self._outgoing.append((job_id, now + START_GRACE_S, job))
         try:
             error = await answer
         finally:
@@ -341,15 +402,45 @@ class _SenderProcess:
             message, retryable, retry_after_s = error
             raise DeliveryError(message, retryable=retryable, retry_after_s=retry_after_s)
 
-    async def _watch_answers(self) -> None:
-        """Fail, as retryable, each attempt whose answer is overdue (a process stuck without exiting)."""
-        loop = asyncio.get_running_loop()
+    async def _watch(self) -> None:
+        """Kill the process once it is silent for `SILENCE_LIMIT_S` or one of its answers is overdue: stuck
+        without exiting (stopped, or blocked in a call). Its attempts are failed as retryable right away."""
+        last_look = time.monotonic()
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
-            now = loop.time()
-            for answer, deadline in list(self._waiting.values()):
-                if deadline <= now and not answer.done():
-                    answer.set_result(("the sender process did not answer", True, None))
+            now = time.monotonic()
+            # When this loop itself was held up (a long pause in the daemon), the process's frames may be waiting
+            # unread in the socket: judge it at the next look, after they have been read.
+            ours_late = now - last_look > WATCH_INTERVAL_S + SILENCE_LIMIT_S / 2
+            last_look = now
+            if ours_late or self._closing or not self._up.is_set():
+                continue
+            if now - self._heard_at > SILENCE_LIMIT_S:
+                self._kill(f"silent for {now - self._heard_at:.0f} s")
+            elif any(deadline <= now and not answer.done() for answer, deadline in self._waiting.values()):
+                self._kill("an answer is overdue")
+
+    def _kill(self, reason: str) -> None:
+        """SIGKILL the stuck process and fail what it held as retryable; `_read` then sees it gone and `run()`
+        starts another. Its held jobs die with it: a killed process cannot wake up and send them."""
+        process = self._process
+        held = [answer for answer, _ in self._waiting.values() if not answer.done()]
+        log.error(
+            "sender_killed",
+            sender=self.index,
+            pid=process.pid if process is not None else None,
+            reason=reason,
+            attempts_to_retry=len(held),
+        )
+        self._up.clear()
+        self._on_change()
+        self._outgoing.clear()  # never sent; their attempts fail below
+        if process is not None and process.returncode is None:
+            process.kill()
+        for answer in held:
+            answer.set_result(("the sender process did not answer", True, None))
+        if self._writer is not None:
+            self._writer.close()
 
     def _flush(self) -> None:
         if self._outgoing:
@@ -366,8 +457,11 @@ class _SenderProcess:
         """Hand each outcome to the attempt waiting for it, until the process closes its end."""
         try:
             while True:
-                _, outcomes = await _read_frame(reader)
-                for job_id, error in outcomes:
+                frame = await _read_frame(reader)
+                self._heard_at = time.monotonic()
+                if frame[0] != "outcomes":
+                    continue  # ("alive",)
+                for job_id, error in frame[1]:
                     waiting = self._waiting.get(job_id)
                     if waiting is not None and not waiting[0].done():
                         waiting[0].set_result(error)
@@ -376,7 +470,9 @@ class _SenderProcess:
 
     async def _exited(self) -> int:
         """The process is gone: each attempt it held fails as retryable. Returns how many it held."""
-        self._up.clear()
+        if self._up.is_set():
+            self._up.clear()
+            self._on_change()
         self._outgoing.clear()  # never sent; their attempts fail below
         if self._writer is not None:
             self._writer.close()
@@ -412,7 +508,8 @@ async def _read_frame(reader: asyncio.StreamReader) -> Any:
 
 
 class _SenderService:
-    """The sender process's loop: take jobs, attempt each as a task, answer outcomes one frame per iteration."""
+    """The sender process's loop: take jobs, attempt each as a task, answer outcomes one frame per iteration, and
+    say it is alive every `WATCH_INTERVAL_S`."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -424,7 +521,7 @@ class _SenderService:
         self._outcomes: list[tuple[int, Any]] = []
 
     async def serve(self) -> None:
-        watch = asyncio.create_task(self._watch_attempts())
+        watch = asyncio.create_task(self._watch_attempts(), name="sender-watch")
         try:
             while True:
                 frame = await _read_frame(self.reader)
@@ -437,7 +534,12 @@ class _SenderService:
                     self.sender.apply_config(frame[1])
                 elif frame[0] == "jobs" and self.sender is not None:
                     now = asyncio.get_running_loop().time()
-                    for job_id, job in frame[1]:
+                    for job_id, start_by, job in frame[1]:
+                        if time.monotonic() > start_by:
+                            # This process was stalled since the daemon handed the job over; the daemon may stop
+                            # waiting before a send started now would end. It retries the job instead.
+                            self._add_outcome(job_id, ("the sender process took the job too late", True, None))
+                            continue
                         task = asyncio.create_task(self._attempt(job_id, job))
                         self._attempts[task] = now + self.sender.time_limit_s(job)
                         task.add_done_callback(self._attempt_done)
@@ -470,7 +572,10 @@ class _SenderService:
         except Exception as err:
             log.exception("delivery_crashed", channel=job.channel)
             error = (f"unexpected error: {type(err).__name__}", True, None)
-        if not self._outcomes:
+        self._add_outcome(job_id, error)
+
+    def _add_outcome(self, job_id: int, error: tuple[str, bool, float | None] | None) -> None:
+        if not self._outcomes:  # the outcomes of one loop iteration leave in one frame
             asyncio.get_running_loop().call_soon(self._answer)
         self._outcomes.append((job_id, error))
 
@@ -479,10 +584,14 @@ class _SenderService:
         self._overdue.discard(task)
 
     async def _watch_attempts(self) -> None:
-        """Cancel each attempt past its bound; it answers "timed out" (see `_attempt`)."""
+        """Say ("alive",), and cancel each attempt past its bound; it answers "timed out" (see `_attempt`)."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
+            # From this loop, so the daemon hears nothing once the event loop is stopped or blocked in a call; from
+            # "ready" on, which is the first frame the daemon reads.
+            if self.sender is not None:
+                self._write(("alive",))
             now = loop.time()
             for task, deadline in list(self._attempts.items()):
                 if deadline <= now and task not in self._overdue:

@@ -11,6 +11,7 @@ import pickle
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -217,11 +218,12 @@ async def test_a_sender_that_cannot_start_is_retried_and_deliveries_wait_for_it(
         assert request.form["event_id"] == event_id
 
 
-async def test_a_sender_process_that_stops_answering_fails_its_attempts_retryably(
+async def test_a_sender_process_whose_answer_is_overdue_is_killed_and_replaced(
     make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A sender process stuck without exiting (SIGSTOP): past the answer's bound the attempt fails as retryable,
-    "the sender process did not answer"; once the process runs again, the retry is delivered."""
+    """A sender process stuck without exiting (SIGSTOP): past the answer's bound it is killed (it can never wake up
+    and send what it held), the attempt fails as retryable, "the sender process did not answer", and the retry is
+    delivered once by the process that replaces it."""
     monkeypatch.setattr(senders, "attempt_timeout_s", lambda section: 0.3)  # the daemon's side only
     monkeypatch.setattr(senders, "ANSWER_GRACE_S", 0.2)
     monkeypatch.setattr(senders, "WATCH_INTERVAL_S", 0.1)
@@ -242,10 +244,14 @@ async def test_a_sender_process_that_stops_answering_fails_its_attempts_retryabl
                 return any(row["reason"] == "the sender process did not answer" for row in rows)
 
             await wait_until(retried, timeout_s=5)
-            assert webhook.requests == []
+            await wait_until(lambda: not process_alive(pid), timeout_s=5)
         finally:
-            os.kill(pid, signal.SIGCONT)
+            if process_alive(pid):
+                os.kill(pid, signal.SIGCONT)
         await wait_until(lambda: any(r.form["event_id"] == event_id for r in webhook.requests), timeout_s=10)
+        assert pool.pids and pool.pids != [pid]
+        await asyncio.sleep(0.5)
+        assert [r.form["event_id"] for r in webhook.requests] == [event_id]
 
 
 class _HangingChannel(Channel):
@@ -269,7 +275,8 @@ async def test_a_sender_process_ends_an_attempt_past_its_bound(
     make_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The sender process's side, in this process: a job whose channel hangs is cancelled at the attempt's bound
-    and answered "timed out" (retryable); a job that gets through is answered at once."""
+    and answered "timed out" (retryable); a job that gets through is answered at once; meanwhile the process says
+    it is alive every WATCH_INTERVAL_S."""
     monkeypatch.setattr(senders, "available_channels", lambda: {"hang": _HangingChannel, **BUILTIN_CHANNELS})
     monkeypatch.setattr(senders, "attempt_timeout_s", lambda section: 0.3)
     monkeypatch.setattr(senders, "WATCH_INTERVAL_S", 0.05)
@@ -282,6 +289,14 @@ async def test_a_sender_process_ends_an_attempt_past_its_bound(
     def send_frame(frame: Any) -> None:
         body = pickle.dumps(frame)
         writer.write(senders._HEADER.pack(len(body)) + body)
+
+    alive = 0
+
+    async def read_outcomes() -> Any:
+        nonlocal alive
+        while (frame := await asyncio.wait_for(senders._read_frame(reader), 5)) == ("alive",):
+            alive += 1
+        return frame
 
     event = Event(
         id="e-1", type="Backup/Failure", occurred_at=datetime.now(UTC), host="h", account=None, client_id=None, data={}
@@ -296,13 +311,15 @@ async def test_a_sender_process_ends_an_attempt_past_its_bound(
         send_frame(("init", config, load_catalog()))
         assert await senders._read_frame(reader) == ("ready",)
         started = asyncio.get_running_loop().time()
-        send_frame(("jobs", [(1, job), (2, missing)]))
-        first = await asyncio.wait_for(senders._read_frame(reader), 5)
+        start_by = time.monotonic() + 5
+        send_frame(("jobs", [(1, start_by, job), (2, start_by, missing)]))
+        first = await read_outcomes()
         assert first == ("outcomes", [(2, ("channel nowhere is not available", False, None))])
-        second = await asyncio.wait_for(senders._read_frame(reader), 5)
+        second = await read_outcomes()
         assert second == ("outcomes", [(1, ("timed out", True, None))])
         assert 0.3 <= asyncio.get_running_loop().time() - started < 1.0
         assert _HangingChannel.cancelled == 1
+        assert alive >= 3  # 0.3 s at one ("alive",) every 0.05 s, give or take the loop's timing
     finally:
         writer.close()
         await asyncio.wait_for(service, 5)

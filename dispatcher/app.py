@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -190,17 +191,41 @@ class Dispatcher:
         await self.store.close()
         log.info("stopped")
 
+    @functools.cached_property
+    def _reload_lock(self) -> asyncio.Lock:
+        """Held for a whole reload, so that reloads never overlap and apply in the order they were asked for."""
+        return asyncio.Lock()
+
     async def reload(self, path: Path | str) -> bool:
-        """Load and validate a new config; swap it in if valid, keep the old one if not. True on success."""
-        try:
-            new_config = load_config(path)
-            template_issues = check_templates(new_config)
+        """Load and validate a new config; swap it in if valid, keep the old one if not. True on success.
+
+        Reading the file and compiling every template (well over a second) run in a worker thread, so the loop
+        goes on acknowledging events, sending and answering HTTP meanwhile. Reloads run one at a time, in the
+        order they were asked for: of two SIGHUPs in a row, the second reads the file after the first is applied.
+        A reload that ends after `stop()` applies nothing.
+        """
+
+        def load_and_check() -> Config:
+            config = load_config(path)
+            template_issues = check_templates(config)
             if template_issues:
                 raise ConfigError(template_issues)
-        except ConfigError as err:
-            self.metrics.reload_success.set(0)
-            log.error("config_reload_refused", path=str(path), errors=err.issues)
-            return False
+            return config
+
+        async with self._reload_lock:
+            try:
+                new_config = await asyncio.to_thread(load_and_check)
+            except ConfigError as err:
+                self.metrics.reload_success.set(0)
+                log.error("config_reload_refused", path=str(path), errors=err.issues)
+                return False
+            if self._stop_requested.is_set():
+                log.info("config_reload_skipped", path=str(path), reason="stopping")
+                return False
+            return self._apply_reloaded(new_config, path)
+
+    def _apply_reloaded(self, new_config: Config, path: Path | str) -> bool:
+        """Swap in a checked config: what is planned and attempted from now on uses it."""
         if (
             new_config.store != self.config.store
             or new_config.bus != self.config.bus

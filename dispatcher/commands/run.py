@@ -41,13 +41,20 @@ async def serve(config: Config, config_path: str) -> None:
     notifier = Notifier.from_environment()
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[bool]] = set()
+    # One reload at a time from RELOADING=1 to READY=1: a second SIGHUP during a reload must not let systemd
+    # see READY=1 from the first while the second is still reading the file.
+    reloading = asyncio.Lock()
 
     def stop() -> None:
         notify_stopping(notifier)
         dispatcher.stop()
 
+    async def reload_once() -> bool:
+        async with reloading:
+            return await notify_reload(notifier, dispatcher, dispatcher.reload(config_path))
+
     def reload() -> None:
-        task = loop.create_task(notify_reload(notifier, dispatcher, dispatcher.reload(config_path)), name="reload")
+        task = loop.create_task(reload_once(), name="reload")
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 

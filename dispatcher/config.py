@@ -199,10 +199,12 @@ class ChannelsConfig:
 
 @dataclass(frozen=True)
 class DeliveryConfig:
-    """Retry policy: `max_attempts` counts every attempt, the first included. `workers`: sender processes that
-    render and send beside the daemon's own (0: the daemon's process does it; see `dispatcher/senders.py`)."""
+    """Retry policy: `max_attempts` counts every attempt, the first included; None (the default) sets no limit, so
+    `give_up_after_s` alone decides when a delivery fails (retries then outlast an outage shorter than it).
+    `workers`: sender processes that render and send beside the daemon's own (0: the daemon's process does it; see
+    `dispatcher/senders.py`)."""
 
-    max_attempts: int = 8
+    max_attempts: int | None = None
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 300.0
     give_up_after_s: float = 86400.0
@@ -903,7 +905,7 @@ def _is_loopback(host: str) -> bool:
 
 def _read_delivery(reader: _Reader, m: _Map) -> DeliveryConfig:
     config = DeliveryConfig(
-        max_attempts=m.integer("max_attempts", 8, 1),
+        max_attempts=m.get("max_attempts", lambda node, path: reader.integer(node, path, 1), None),
         backoff_initial_s=m.number("backoff_initial_s", 1.0),
         backoff_max_s=m.number("backoff_max_s", 300.0),
         give_up_after_s=m.number("give_up_after_s", 86400.0),

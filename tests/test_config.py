@@ -164,7 +164,8 @@ def test_default_config() -> None:
     assert (config.channels.email.host, config.channels.email.port) == ("127.0.0.1", 25)
     assert config.channels.pushbullet.api_url == "https://api.pushbullet.com"
     assert config.channels.posturl.format == "form"
-    assert (config.delivery.max_attempts, config.delivery.give_up_after_s) == (8, 86400.0)
+    # SPEC §8: no attempt limit by default; the time bound decides when a delivery fails.
+    assert (config.delivery.max_attempts, config.delivery.give_up_after_s) == (None, 86400.0)
     assert dict(config.contacts) == {} and config.routes == () and dict(config.importance) == {}
     assert config.source is None
     assert default_config().hostname == socket.getfqdn()
@@ -252,6 +253,16 @@ def test_secret_values_do_not_leak_into_errors() -> None:
         parse_config(text, source="s.yaml", base_dir=BAD)
     assert len(_issues(err)) >= 5
     assert SECRET_MARK not in str(err.value) and SECRET_MARK not in repr(err.value)
+
+
+def test_max_attempts_null_means_no_limit_and_an_integer_a_limit() -> None:
+    """`delivery.max_attempts: null` (or left out) is no attempt limit (None); a positive integer is a limit."""
+    assert parse_config("delivery: {max_attempts: null}\n").delivery.max_attempts is None
+    assert parse_config("delivery: {}\n").delivery.max_attempts is None
+    assert parse_config("delivery: {max_attempts: 12}\n").delivery.max_attempts == 12
+    with pytest.raises(ConfigError) as err:
+        parse_config("delivery: {max_attempts: 0}\n", source="c.yaml")
+    assert _issues(err) == ["c.yaml:1:26: delivery.max_attempts: expected an integer at least 1, got 0"]
 
 
 def test_config_error_is_a_dispatcher_error() -> None:

@@ -7,6 +7,11 @@ one item per setting with `name`, `value` (the string, or 1/0), `display_value` 
 
 The account is `username` (as in the seed), else `cpanel_jsonapi_user` (as WHM passes it). Parameters come from
 the query string and, for a POST, from a form body too (a body value wins).
+
+Whatever is sent, the answer is this envelope with HTTP 200: a body that cannot be read as a form (invalid UTF-8,
+broken multipart, a charset other than UTF-8/ASCII/Latin-1, a file upload, more than 1 MiB), a parameter holding a
+NUL or a lone surrogate, or a malformed value is a failure with a `reason`, which quotes bad values cut short. The
+`func` and `module` echoed are cut short too, and left empty when they are not valid text.
 """
 
 from __future__ import annotations
@@ -17,9 +22,18 @@ import structlog
 from aiohttp import web
 from multidict import MultiDict
 
-from ..http.server import DISPATCHER
+from ..http.server import DISPATCHER, read_form
+from ..untrusted_json import QUOTE_CHARS, quote
 from . import accounts
-from .model import ACCOUNT_FIELDS, AccountContactInfo, ContactsError
+from .model import (
+    ACCOUNT_FIELDS,
+    AccountContactInfo,
+    ContactsError,
+    InvalidInput,
+    account_name_problem,
+    parameter_problems,
+    text_problem,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -53,18 +67,26 @@ def cpanel_result(func: str, module: str, data: list[dict[str, Any]], reason: st
 
 
 async def _parameters(request: web.Request) -> MultiDict[str]:
+    """Query string and form body merged (a body value wins); ValueError saying why the body cannot be read."""
     params: MultiDict[str] = MultiDict(request.query)
     if request.method == "POST" and request.can_read_body:
         if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            form = await request.post()
-            for key in set(form.keys()):
-                value = form.getall(key)[-1]
-                if not isinstance(value, str):
-                    raise ValueError(f"{key}: a file upload is not a setting")
+            try:
+                form = await read_form(request)  # UnreadableBody is a ValueError
+            except web.HTTPClientError as err:  # 413: more than the server's client_max_size
+                raise ValueError(f"the body is refused: {err.status} {err.reason}") from None
+            for key, value in form.items():
                 params[key] = value
         else:
             raise ValueError("send the parameters in the query string or as a form body")
     return params
+
+
+def _echo(text: str) -> str:
+    """A requested name as the envelope repeats it: cut to about QUOTE_CHARS, empty when it is not valid text."""
+    if text_problem(text):
+        return ""
+    return text if len(text) <= QUOTE_CHARS else text[: QUOTE_CHARS - 1] + "…"
 
 
 async def handle(request: web.Request) -> web.Response:
@@ -72,18 +94,29 @@ async def handle(request: web.Request) -> web.Response:
     try:
         params = await _parameters(request)
     except ValueError as err:
+        # What the form parser says may quote the body (a token among it): the caller hears it, the log does not.
+        log.info("cpanel_call_refused", problems=["body: unreadable (the answer says why)"])
         return cpanel_result("", "", [], str(err))
-    func = params.get("cpanel_jsonapi_func", "")
-    module = params.get("cpanel_jsonapi_module", "")
+    func = _echo(params.get("cpanel_jsonapi_func", ""))
+    module = _echo(params.get("cpanel_jsonapi_module", ""))
+    problems = parameter_problems(params)
+    if problems:
+        details = InvalidInput(problems).details  # at most MAX_PROBLEMS of them
+        log.info("cpanel_call_refused", func=func, problems=details)
+        return cpanel_result(func, module, [], "; ".join(details))
     version = params.get("cpanel_jsonapi_apiversion", "2")
     if version != "2":
-        return cpanel_result(func, module, [], f"cpanel_jsonapi_apiversion {version!r} is not supported (only 2)")
+        return cpanel_result(func, module, [], f"cpanel_jsonapi_apiversion {quote(version)} is not supported (only 2)")
     if module != MODULE or func not in FUNCTIONS:
         supported = ", ".join(f"{MODULE}::{name}" for name in FUNCTIONS)
         return cpanel_result(func, module, [], f"unknown function {module}::{func} (supported: {supported})")
     account = next((params[key] for key in _ACCOUNT_KEYS if params.get(key)), None)
     if account is None:
         return cpanel_result(func, module, [], "username is required: the cPanel account to use")
+    problem = account_name_problem(account)
+    if problem:
+        log.info("cpanel_call_refused", func=func, problems=[f"account: {problem}"])
+        return cpanel_result(func, module, [], f"account: {problem}")
     dispatcher = request.app[DISPATCHER]
     try:
         if func == "displaycontactinfo":

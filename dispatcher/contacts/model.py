@@ -5,6 +5,10 @@ The account fields and their defaults and descriptions are cPanel's `CustInfo::s
 `AddContact`/`UpdateContact` (seeds 002 and 003). The REST, cPanel and WHMCS front ends turn their
 own parameter spelling into the plain mappings these validators take, so a value is judged the same
 way whichever door it came through.
+
+Every problem names the field and quotes the bad value cut to about 40 characters (`untrusted_json.quote`), so
+an error answer or log line stays short whatever was sent; a token is never quoted. An `InvalidInput` lists at
+most `MAX_PROBLEMS` problems.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import DispatcherError
+from ..untrusted_json import find_fault, quote
 from .countries import ISO_3166_ALPHA2
 
 # -- errors ------------------------------------------------------------------------------------------------------
@@ -40,12 +45,19 @@ class ContactsError(DispatcherError):
         super().__init__(message)
 
 
+# How many problems an `InvalidInput` lists; a body with thousands of bad fields gets the first ones and a count.
+MAX_PROBLEMS = 20
+
+
 class InvalidInput(ContactsError):
-    """Some fields are missing, unknown or malformed (HTTP 422)."""
+    """Some fields are missing, unknown or malformed (HTTP 422). At most `MAX_PROBLEMS` are kept, the last line
+    then saying how many more there were."""
 
     status = 422
 
     def __init__(self, details: list[str]) -> None:
+        if len(details) > MAX_PROBLEMS:
+            details = [*details[: MAX_PROBLEMS - 1], f"… and {len(details) - MAX_PROBLEMS + 1} more problems"]
         super().__init__("invalid input: " + "; ".join(details), details)
 
 
@@ -371,6 +383,11 @@ class Contact:
 
 # -- value checks ------------------------------------------------------------------------------------------------
 
+# The largest id a client or contact can have: SQLite's INTEGER is a signed 64-bit number.
+MAX_ID = 2**63 - 1
+# A field name shown as it is in a problem; any other is quoted (cut short, escaped).
+_PLAIN_NAME_RE = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
+
 # Pragmatic address syntax: a dot-atom local part and a dotted domain of LDH labels. No spaces, no commas,
 # no line breaks, so an address can never smuggle another header or a second recipient into a message.
 _LOCAL_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
@@ -385,18 +402,59 @@ _TRUE_WORDS = frozenset({"1", "true", "on", "yes"})
 _FALSE_WORDS = frozenset({"0", "false", "off", "no", ""})
 
 
+def field_label(name: str) -> str:
+    """`name` as a problem line shows it: unchanged when it is a plain short name, else quoted and cut short."""
+    return name if _PLAIN_NAME_RE.fullmatch(name) else quote(name)
+
+
+def parse_id(value: Any) -> int | None:
+    """A client or contact id from JSON (an integer) or a form, query or path (ASCII digits): 1 … `MAX_ID`, else
+    None (a boolean, a float, `"²"`, `10**30` are not ids)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 1 <= value <= MAX_ID else None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit() and len(text) <= 19 and 1 <= int(text) <= MAX_ID:
+            return int(text)
+    return None
+
+
+def text_problem(text: str) -> str | None:
+    """What makes a string from a form, a query or a path unusable anywhere, or None: a NUL, or a lone surrogate
+    (which only a hostile charset produces, and which SQLite cannot store)."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    if find_fault(text):
+        return "is not valid Unicode (it holds a lone surrogate)"
+    return None
+
+
+def parameter_problems(params: Mapping[str, Any]) -> list[str]:
+    """`text_problem` of each parameter name and string value: `name: problem` lines, names quoted when odd."""
+    problems = []
+    for key, value in params.items():
+        key_problem = text_problem(key)
+        if key_problem:
+            problems.append(f"{quote(key)}: the parameter name {key_problem}")
+        elif isinstance(value, str) and (value_problem := text_problem(value)):
+            problems.append(f"{field_label(key)}: {value_problem}")
+    return problems
+
+
 def email_problem(value: str) -> str | None:
     """Why `value` is not a usable email address, or None when it is."""
     if len(value) > 254:
         return "is longer than 254 characters"
     local, at, domain = value.rpartition("@")
     if not at or not local or not domain:
-        return f"{value!r} is not an email address"
+        return f"{quote(value)} is not an email address"
     if len(local) > 64 or not _LOCAL_RE.fullmatch(local):
-        return f"{value!r} is not an email address (bad local part)"
+        return f"{quote(value)} is not an email address (bad local part)"
     labels = domain.split(".")
     if len(labels) < 2 or not all(_LABEL_RE.fullmatch(label) for label in labels) or labels[-1].isdigit():
-        return f"{value!r} is not an email address (bad domain)"
+        return f"{quote(value)} is not an email address (bad domain)"
     return None
 
 
@@ -415,12 +473,12 @@ def parse_bool(value: Any) -> bool:
             return True
         if word in _FALSE_WORDS:
             return False
-    raise ValueError(f"expected a boolean (1 or 0), got {value!r}")
+    raise ValueError(f"expected a boolean (1 or 0), got {quote(value)}")
 
 
 def account_name_problem(account: str) -> str | None:
     if not _ACCOUNT_RE.fullmatch(account):
-        return f"{account!r} is not an account name (1 to 128 letters, digits and ._@+-)"
+        return f"{quote(account)} is not an account name (1 to 128 letters, digits and ._@+-)"
     return None
 
 
@@ -467,7 +525,7 @@ def validate_account_updates(raw: Mapping[str, Any]) -> dict[str, str | bool]:
     for name, value in raw.items():
         spec = ACCOUNT_FIELD_BY_NAME.get(name)
         if spec is None:
-            problems.append(f"{name}: unknown field")
+            problems.append(f"{field_label(name)}: unknown field")
         elif spec.kind == "boolean":
             try:
                 updates[name] = parse_bool(value)
@@ -500,7 +558,9 @@ def _preferences(name: str, value: Any, problems: list[str]) -> dict[str, bool] 
     prefs: dict[str, bool] = {}
     for category, flag in value.items():
         if category not in CATEGORIES:
-            problems.append(f"{name}[{category}]: unknown category (expected one of {', '.join(CATEGORIES)})")
+            problems.append(
+                f"{name}[{field_label(category)}]: unknown category (expected one of {', '.join(CATEGORIES)})"
+            )
             continue
         try:
             prefs[category] = parse_bool(flag)
@@ -523,7 +583,8 @@ def parse_permissions(value: Any, problems: list[str]) -> tuple[str, ...] | None
     names = [name for name in names if name]
     unknown = [name for name in names if name not in PERMISSIONS]
     if unknown:
-        problems.append(f"permissions: unknown permission(s) {', '.join(unknown)} (allowed: {', '.join(PERMISSIONS)})")
+        shown = ", ".join(field_label(name) for name in unknown[:5]) + (", …" if len(unknown) > 5 else "")
+        problems.append(f"permissions: unknown permission(s) {shown} (allowed: {', '.join(PERMISSIONS)})")
         return None
     # Keep the documented order and drop repeats, so the stored list is canonical.
     return tuple(name for name in PERMISSIONS if name in names)
@@ -545,15 +606,15 @@ def validate_contact_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     clean: dict[str, Any] = {}
     for name, value in raw.items():
         if name not in CONTACT_FIELDS:
-            problems.append(f"{name}: unknown field")
+            problems.append(f"{field_label(name)}: unknown field")
         elif name in CONTACT_TEXT_FIELDS:
             text = _text(name, value, CONTACT_TEXT_FIELDS[name], problems)
             if text is None:
                 continue
             if name == "phonenumber" and not _PHONE_RE.fullmatch(text):
-                problems.append(f"phonenumber: {text!r} is not a phone number (digits, spaces and +().-x#)")
+                problems.append(f"phonenumber: {quote(text)} is not a phone number (digits, spaces and +().-x#)")
             elif name == "postcode" and not _POSTCODE_RE.fullmatch(text):
-                problems.append(f"postcode: {text!r} is not a postcode (letters, digits, spaces and -)")
+                problems.append(f"postcode: {quote(text)} is not a postcode (letters, digits, spaces and -)")
             else:
                 clean[name] = text
         elif name == "email":
@@ -566,7 +627,7 @@ def validate_contact_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
             elif not isinstance(value, str):
                 problems.append("country: expected a 2 character ISO 3166-1 country code")
             elif (code := value.strip().upper()) and code not in ISO_3166_ALPHA2:
-                problems.append(f"country: {value!r} is not an ISO 3166-1 alpha-2 country code")
+                problems.append(f"country: {quote(value)} is not an ISO 3166-1 alpha-2 country code")
             else:
                 clean[name] = code
         elif name == "subaccount":
@@ -602,12 +663,12 @@ def validate_client_fields(raw: Mapping[str, Any], *, creating: bool) -> dict[st
     clean: dict[str, Any] = {}
     for name, value in raw.items():
         if name not in CLIENT_FIELDS or (name == "id" and not creating):
-            problems.append(f"{name}: unknown field" if name != "id" else "id: cannot be changed")
+            problems.append(f"{field_label(name)}: unknown field" if name != "id" else "id: cannot be changed")
         elif name == "id":
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                problems.append("id: expected a positive integer")
+            if not isinstance(value, int) or parse_id(value) is None:
+                problems.append(f"id: expected an integer from 1 to {MAX_ID}")
             else:
                 clean[name] = value
         elif name in CLIENT_TEXT_FIELDS:

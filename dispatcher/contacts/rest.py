@@ -1,8 +1,10 @@
 """The native REST API for contacts (SPEC §7), JSON in and out.
 
 Status codes: 200 read or changed, 201 created (with `Location`), 204 deleted, 400 a body that is not a JSON
-object, 404 no such client or contact, 409 a conflict with what is stored (duplicate email, id or account, the
-ICANN rule), 422 fields that are unknown or malformed. Errors are `{"error": …, "details": ["field: problem"]}`.
+object (empty, not UTF-8, not JSON, or refused by the untrusted-JSON decoder: NaN, a number out of range, nesting
+deeper than 32, a lone surrogate), 404 no such client or contact, 409 a conflict with what is stored (duplicate
+email, id or account, the ICANN rule), 413 a body over 1 MiB (aiohttp's own answer), 422 fields that are unknown
+or malformed. Errors are `{"error": …, "details": ["field: problem"]}`, bad values quoted cut short.
 
     GET|PUT  /api/v1/accounts/{account}/contact-info
     POST     /api/v1/clients                      GET|PATCH /api/v1/clients/{id}
@@ -15,20 +17,21 @@ accounts under the same rules as contacts.)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from ..http.server import DISPATCHER, json_error
+from ..http.server import DISPATCHER, UnreadableBody, json_error, read_json
+from ..untrusted_json import quote
 from . import accounts, clients
 from .model import (
     CLIENT_NOT_FOUND,
     CONTACT_NOT_FOUND,
     ContactsError,
     NotFound,
+    parse_id,
     validate_client_fields,
     validate_contact_fields,
 )
@@ -43,24 +46,24 @@ class BadBody(Exception):
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body, or `BadBody` saying why not."""
-    raw = await request.read()
+    """The request's JSON object body (decoded by `http.server.read_json`), or `BadBody` saying why not."""
     try:
-        body = json.loads(raw.decode("utf-8")) if raw.strip() else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BadBody(f"body is not valid JSON: {err}") from None
+        body = await read_json(request)
+    except UnreadableBody as err:
+        raise BadBody(str(err)) from None
     if not isinstance(body, dict):
         raise BadBody("body must be a JSON object")
     return body
 
 
 def _path_id(request: web.Request, kind: str) -> int:
-    """The `{id}` of the path; one that is not a positive integer names nothing, so it is not found."""
+    """The `{id}` of the path; one that is not an id (`model.parse_id`) names nothing, so it is not found."""
     text = request.match_info["id"]
-    if not text.isdigit() or int(text) < 1 or len(text) > 18:
+    number = parse_id(text)
+    if number is None:
         message = CLIENT_NOT_FOUND if kind == "client" else CONTACT_NOT_FOUND
-        raise NotFound(message, [f"id: {text!r} is not a {kind} id"])
-    return int(text)
+        raise NotFound(message, [f"id: {quote(text)} is not a {kind} id"])
+    return number
 
 
 def _answering(handler: Handler) -> Handler:

@@ -3,7 +3,11 @@
 As WHMCS does, every answer is HTTP 200: `{"result": "success", …}` or `{"result": "error", "message": …}`,
 with WHMCS's own messages where it has one (seeds 002/003: "Client ID Not Found", "Contact ID Not Found",
 "Duplicate Email Address", the ICANN text; "Command Not Found" for an unknown action) and, for malformed
-fields, `field: problem` lines joined by "; ". A refused call changes nothing.
+fields, `field: problem` lines joined by "; ". A refused call changes nothing. That holds for whatever is sent:
+a body that cannot be read (JSON the untrusted-JSON decoder refuses, a form that is not UTF-8, broken multipart,
+a file upload, more than 1 MiB), a parameter holding a NUL or a lone surrogate, an id beyond SQLite's integers
+(`clientid=10**30` is "Client ID Not Found") are all `{"result": "error", "message": …}` with HTTP 200, bad
+values quoted cut short.
 
 Parameters come from a form body or a JSON object (and the query string), under WHMCS's names:
 `clientid` (or `userid`), `contactid`, the contact fields, `permissions` (comma-separated), `subaccount`,
@@ -15,7 +19,6 @@ WHMCS's own authentication parameters (`username`, `password`, `identifier`, `se
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -23,7 +26,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from ..http.server import DISPATCHER
+from ..http.server import DISPATCHER, UnreadableBody, read_form, read_json
 from . import clients
 from .model import (
     CATEGORIES,
@@ -33,7 +36,9 @@ from .model import (
     FLAG_OF,
     ContactsError,
     InvalidInput,
+    parameter_problems,
     parse_bool,
+    parse_id,
     validate_contact_fields,
 )
 
@@ -47,6 +52,11 @@ _CONTACT_PARAMS = (*CONTACT_TEXT_FIELDS, "email", "country", "subaccount", "pass
 Params = Mapping[str, Any]
 
 
+class BodyRefused(InvalidInput):
+    """The body cannot be read. Its message may quote some of what was sent (the decoder quotes a string with a
+    lone surrogate, which may be a password), so it goes back to the caller but not into the log."""
+
+
 def success(**fields: Any) -> web.Response:
     return web.json_response({"result": "success", **fields})
 
@@ -56,41 +66,38 @@ def error(message: str) -> web.Response:
 
 
 async def _parameters(request: web.Request) -> dict[str, Any]:
-    """Query string and body merged (the body wins); the last of repeated form values counts, as in PHP."""
+    """Query string and body merged (the body wins); the last of repeated form values counts, as in PHP.
+
+    Raises `BodyRefused` for a body that cannot be read, and `InvalidInput` for a parameter name or string value
+    holding a NUL or a lone surrogate (a form's, a query's, or a JSON body's top-level one).
+    """
     params: dict[str, Any] = {key: request.query.getall(key)[-1] for key in request.query}
-    if request.method != "POST" or not request.can_read_body:
-        return params
-    if request.content_type == "application/json":
-        raw = await request.read()
+    if request.method == "POST" and request.can_read_body:
         try:
-            body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise InvalidInput([f"body: not valid JSON ({err})"]) from None
-        if not isinstance(body, dict):
-            raise InvalidInput(["body: must be a JSON object"])
-        params.update(body)
-    else:
-        form = await request.post()
-        for key in set(form.keys()):
-            value = form.getall(key)[-1]
-            if not isinstance(value, str):
-                raise InvalidInput([f"{key}: a file upload is not a parameter"])
-            params[key] = value
+            if request.content_type == "application/json":
+                body = await read_json(request)
+                if not isinstance(body, dict):
+                    raise InvalidInput(["body: must be a JSON object"])
+                params.update(body)
+            else:
+                params.update(await read_form(request))
+        except UnreadableBody as err:
+            raise BodyRefused([f"body: {err}"]) from None
+        except web.HTTPClientError as err:  # 413: more than the server's client_max_size
+            raise BodyRefused([f"body: refused ({err.status} {err.reason})"]) from None
+    problems = parameter_problems(params)
+    if problems:
+        raise InvalidInput(problems)
     return params
 
 
 def _positive_id(params: Params, names: tuple[str, ...]) -> int | None:
-    """The first of `names` given, as a positive integer; None if absent or not one."""
+    """The first of `names` given, as an id (`model.parse_id`: 1 … 2**63-1); None if absent or not one."""
     for name in names:
         value = params.get(name)
         if value is None or value == "":
             continue
-        if isinstance(value, bool):
-            return None
-        if isinstance(value, int):
-            return value if value > 0 else None
-        text = str(value).strip()
-        return int(text) if text.isdigit() and 0 < len(text) <= 18 and int(text) > 0 else None
+        return parse_id(value)
     return None
 
 
@@ -167,9 +174,9 @@ def _count(params: Params, name: str, default: int, minimum: int) -> int:
     value = params.get(name)
     if value is None or value == "":
         return default
-    text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit() or int(text) < minimum:
-        raise InvalidInput([f"{name}: expected an integer of at least {minimum}"])
+    text = str(value).strip() if isinstance(value, str | int) else ""
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit() and len(text) <= 9) or int(text) < minimum:
+        raise InvalidInput([f"{name}: expected an integer from {minimum} to 999999999"])
     return int(text)
 
 
@@ -227,7 +234,8 @@ async def handle(request: web.Request) -> web.Response:
             return error(COMMAND_NOT_FOUND)
         return await action(request, params)
     except ContactsError as err:
-        log.info("whmcs_call_refused", action=name, problems=err.details or [str(err)])
+        logged = ["body: unreadable (the answer says why)"] if isinstance(err, BodyRefused) else err.details
+        log.info("whmcs_call_refused", action=name, problems=logged or [str(err)])
         return error("; ".join(err.details) if isinstance(err, InvalidInput) else str(err))
 
 

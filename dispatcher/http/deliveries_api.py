@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import json
+import re
+from typing import Any
 
 from aiohttp import web
 
+from ..contacts.model import account_name_problem
 from ..errors import DispatcherError
 from ..outbox import STATUSES, list_deliveries
 from ..probe import send_test_notice
+from ..untrusted_json import quote
 from . import server
 
 MAX_LIMIT = 1000
+# The longest `recipient` or `channel` of a test request: far above any contact or channel name.
+MAX_NAME_CHARS = 200
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 async def get_deliveries(request: web.Request) -> web.Response:
@@ -33,30 +39,58 @@ async def get_deliveries(request: web.Request) -> web.Response:
 
 
 async def post_test(request: web.Request) -> web.Response:
-    """Send a test notice now: `{"recipient": "root" | "account:bob", "channel": "email"}` → the outcome per address."""
+    """Send a test notice now: `{"recipient": "root" | "account:bob", "channel": "email"}` → the outcome per address.
+
+    200 when every address took it, 502 when one did not; 400 for a body that is not such an object (unreadable
+    JSON, wrong types, names too long or with control characters, a malformed account name, an unknown channel),
+    404 for a system contact that does not exist or a recipient without an address on the channel. Quoted names
+    are cut short.
+    """
     dispatcher = request.app[server.DISPATCHER]
     try:
-        body = await request.json()
-    except json.JSONDecodeError:
-        return server.json_error(400, "body is not valid JSON")
+        body = await server.read_json(request)
+    except server.UnreadableBody as err:
+        return server.json_error(400, str(err))
     if not isinstance(body, dict):
         return server.json_error(400, "body must be a JSON object")
-    problems = [f"{key}: required string" for key in ("recipient", "channel") if not isinstance(body.get(key), str)]
+    problems = [problem for key in ("recipient", "channel") if (problem := _name_problem(key, body.get(key)))]
     if problems:
         return server.json_error(400, "bad request", problems)
+    spec, channel_name = body["recipient"], body["channel"]
+    if spec.startswith("account:"):
+        problem = account_name_problem(spec.removeprefix("account:"))
+        if problem:
+            return server.json_error(400, "bad request", [f"recipient: {problem}"])
+    elif spec not in dispatcher.config.contacts:
+        known = ", ".join(dispatcher.config.contacts) or "none"
+        return server.json_error(404, f"no system contact named {quote(spec)} (known: {known})")
+    channels = dispatcher.pipeline.channels
+    if channel_name not in channels:
+        return server.json_error(400, f"unknown channel {quote(channel_name)} (available: {', '.join(channels)})")
     try:
-        recipient = await dispatcher.test_recipient(body["recipient"])
+        recipient = await dispatcher.test_recipient(spec)
         outcomes = await send_test_notice(
             config=dispatcher.config,
             renderer=dispatcher.pipeline.renderer,
-            channels=dispatcher.pipeline.channels,
+            channels=channels,
             recipient=recipient,
-            channel_name=body["channel"],
+            channel_name=channel_name,
         )
     except DispatcherError as err:
         return server.json_error(404 if "no " in str(err) else 400, str(err))
     ok = all(outcome["status"] == "sent" for outcome in outcomes)
     return web.json_response({"ok": ok, "results": outcomes}, status=200 if ok else 502)
+
+
+def _name_problem(key: str, value: Any) -> str | None:
+    """Why `value` cannot be the test request's `recipient` or `channel`, or None."""
+    if not isinstance(value, str) or not value:
+        return f"{key}: required string"
+    if len(value) > MAX_NAME_CHARS:
+        return f"{key}: longer than {MAX_NAME_CHARS} characters"
+    if _CONTROL_RE.search(value):
+        return f"{key}: {quote(value)} contains a control character"
+    return None
 
 
 def setup(app: web.Application) -> None:

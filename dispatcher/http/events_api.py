@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import structlog
 from aiohttp import web
 
@@ -15,16 +13,22 @@ log = structlog.get_logger(__name__)
 
 
 async def post_event(request: web.Request) -> web.Response:
-    """202 `{"id": …}` once the event is durably recorded; 400 with the reasons otherwise."""
+    """202 `{"id": …}` once the event is durably recorded; 400 `{"error", "details"}` for anything else sent.
+
+    The body is decoded by the shared untrusted-JSON decoder (`server.read_json`) and then validated by
+    `parse_event`, as on the bus: a body over 256 KiB is `too_large`, one the decoder refuses (empty, not UTF-8,
+    not JSON, NaN, a 5,000-digit number, nesting deeper than 32, a lone surrogate) is `invalid_json`, and each
+    refusal is counted and logged as `event_rejected`. A body over the server's 1 MiB limit is aiohttp's 413.
+    """
     dispatcher = request.app[server.DISPATCHER]
-    body = await request.read()
     try:
+        body = await request.read()
         if len(body) > MAX_PAYLOAD_BYTES:
             raise InvalidEvent("too_large", f"payload is {len(body)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
         try:
-            obj = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise InvalidEvent("invalid_json", f"body is not valid JSON: {err}") from None
+            obj = await server.read_json(request)
+        except server.UnreadableBody as err:
+            raise InvalidEvent("invalid_json", str(err)) from None
         if isinstance(obj, dict) and "type" not in obj:
             raise InvalidEvent("missing_type", "type is required")
         event = parse_event(obj, topic_type=None, default_host=dispatcher.config.hostname)

@@ -193,3 +193,35 @@ async def test_a_thousand_events_of_200_kb_keep_the_daemon_under_256_mib(
         print(f"daemon peak RSS: {peak_mb:.1f} MiB")
         assert peak_mb < 256, peak_mb
         assert daemon.terminate() == 0
+
+
+async def test_a_dead_letter_the_broker_refuses_is_logged_and_does_not_stop_the_intake(
+    tmp_path: Path, make_config: Callable[..., Path], daemon_process: Any, http: aiohttp.ClientSession
+) -> None:
+    """A broker whose ACL forbids the dead-letter topic (MQTT 5 answers PUBACK "not authorised", and mosquitto
+    2.0 then drops the connection): the refusal is logged once, dead letters are no longer republished (not
+    retried for ever, one reconnect each), and the good events before and after are delivered."""
+    state = tmp_path / "acl-broker"
+    state.mkdir()
+    (state / "acl").write_text("topic readwrite events/#\n")  # anonymous clients: events only
+    broker = Mosquitto(state, listener_options=f"acl_file {state / 'acl'}")
+    broker.start()
+    try:
+        async with WebhookSink() as webhook:
+            config = webhook_config(make_config, webhook, bus={"url": broker.url, "protocol": "5"})
+            daemon = await started(daemon_process(config), http)
+            await publish_all(
+                broker.port, [("events/Backup/Failure", b"{bad"), ("events/Backup/Failure", b'{"id": "ok"}')]
+            )
+            await wait_until(lambda: "ok" in delivered_ids(webhook), timeout_s=15)
+            await wait_until(lambda: dead_letters_left(config) == 0, timeout_s=15)
+            later = [("events/Backup/Failure", b"{bad %d" % n) for n in range(50)]
+            await publish_all(broker.port, [*later, ("events/Backup/Failure", b'{"id": "ok-later"}')])
+            await wait_until(lambda: "ok-later" in delivered_ids(webhook), timeout_s=15)
+            await wait_until(lambda: dead_letters_left(config) == 0, timeout_s=15)
+            await wait_until(lambda: ready(http, daemon))
+            assert daemon.logs().count('"dead_letters_refused"') == 1
+            assert daemon.logs().count('"bus_disconnected"') <= 1, "one reconnect at most, not one per dead letter"
+            assert daemon.terminate() == 0
+    finally:
+        broker.stop()

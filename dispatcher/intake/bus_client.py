@@ -44,6 +44,10 @@ class BusError(DispatcherError):
     """The connection could not be made or was lost; the message says why (never a password)."""
 
 
+class PublishRefused(BusError):
+    """The broker answered a PUBLISH with an error (MQTT 5 PUBACK reason code, e.g. not authorised)."""
+
+
 # on_message(message): called on the loop's thread for each PUBLISH received, in order.
 MessageHandler = Callable[[mqtt.MQTTMessage], None]
 
@@ -330,7 +334,7 @@ class BusClient:
         future = self._pending_publishes.pop(mid, None)
         if future is not None and not future.done():
             if reason.is_failure:
-                future.set_exception(BusError(f"the broker refused a message: {reason.getName()}"))
+                future.set_exception(PublishRefused(f"the broker refused a message: {reason.getName()}"))
             else:
                 future.set_result(None)
 

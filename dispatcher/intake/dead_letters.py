@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 import structlog
 
 from ..config import BusConfig
-from ..events import Event
+from ..events import MAX_PAYLOAD_BYTES, Event
 from ..store import Store, insert_events
 from ..untrusted_json import quote
-from .bus_client import BusClient
+from .bus_client import BusClient, PublishRefused
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 
 # Republications awaiting the broker's PUBACK at once.
 PUBLISH_WINDOW = 100
+# A message far over the size limit is republished cut to this, so that its dead letter (base64-wrapped on MQTT
+# 3.1.1: 4/3 of it) stays within what a broker configured for our events takes (config/mosquitto.conf: 1 MiB).
+REPUBLISHED_MAX_BYTES = 2 * MAX_PAYLOAD_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +109,19 @@ def count_unpublished(conn: sqlite3.Connection) -> int:
 
 
 class DeadLetterPublisher:
-    """Republishes stored dead letters on the dead-letter topic, PUBLISH_WINDOW at a time, while connected."""
+    """Republishes stored dead letters on the dead-letter topic, PUBLISH_WINDOW at a time, while connected.
+
+    When the broker refuses one (an ACL that forbids the topic: mosquitto then also drops the connection), the
+    publisher stops republishing until the daemon restarts: every later dead letter would be refused too, each
+    costing a reconnect. The refused ones and those that follow are deleted; their reasons are in the log
+    (`event_rejected`) and in `/metrics` all the same.
+    """
 
     def __init__(self, bus: BusConfig, store: Store) -> None:
         self.bus = bus
         self._store = store
         self._wake = asyncio.Event()
+        self.refused_by_broker: str | None = None
 
     def wake(self) -> None:
         """New dead letters were committed."""
@@ -125,15 +135,32 @@ class DeadLetterPublisher:
             if not batch:
                 await self._wake.wait()
                 continue
-            await asyncio.gather(*(self._publish(client, letter) for _, letter in batch))
-            published = [seq for seq, _ in batch]
-            await self._store.run(lambda conn, seqs=published: delete_published(conn, seqs), durable=False)
-            log.debug("dead_letters_published", count=len(batch), topic=self.bus.dead_letter_topic)
+            if self.refused_by_broker is None:
+                await asyncio.gather(*(self._publish(client, letter) for _, letter in batch))
+                log.debug("dead_letters_published", count=len(batch), topic=self.bus.dead_letter_topic)
+            done_with = [seq for seq, _ in batch]
+            await self._store.run(lambda conn, seqs=done_with: delete_published(conn, seqs), durable=False)
 
-    def _publish(self, client: BusClient, letter: DeadLetter) -> asyncio.Future[None]:
+    async def _publish(self, client: BusClient, letter: DeadLetter) -> None:
         reason = f"{letter.reason}: {letter.message}"
-        if self.bus.protocol == "5":
-            properties = [("reason", reason), ("topic", letter.topic)]
-            return client.publish(self.bus.dead_letter_topic, letter.payload, qos=1, user_properties=properties)
-        wrapped = {"reason": reason, "topic": letter.topic, "payload_base64": b64encode(letter.payload).decode()}
-        return client.publish(self.bus.dead_letter_topic, json.dumps(wrapped).encode(), qos=1)
+        payload = letter.payload
+        if len(payload) > REPUBLISHED_MAX_BYTES:
+            payload = payload[:REPUBLISHED_MAX_BYTES]
+            reason += f" (republished cut to its first {REPUBLISHED_MAX_BYTES} bytes)"
+        try:
+            if self.bus.protocol == "5":
+                properties = [("reason", reason), ("topic", letter.topic)]
+                await client.publish(self.bus.dead_letter_topic, payload, qos=1, user_properties=properties)
+            else:
+                wrapped = {"reason": reason, "topic": letter.topic, "payload_base64": b64encode(payload).decode()}
+                await client.publish(self.bus.dead_letter_topic, json.dumps(wrapped).encode(), qos=1)
+        except PublishRefused as err:
+            # Set before anything can cancel us (the broker's disconnect follows in the same read).
+            if self.refused_by_broker is None:
+                self.refused_by_broker = str(err)
+                log.error(
+                    "dead_letters_refused",
+                    topic=self.bus.dead_letter_topic,
+                    error=str(err),
+                    consequence="dead letters are logged and counted, not republished, until the daemon restarts",
+                )

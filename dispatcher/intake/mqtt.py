@@ -231,16 +231,18 @@ class MqttIntake:
 
     async def _consume(self, client: BusClient, inbox: _Inbox) -> None:
         stop = asyncio.ensure_future(self._stopping.wait())
+        take: asyncio.Future[list[mqtt.MQTTMessage]] | None = None
         try:
             while True:
                 take = asyncio.ensure_future(inbox.take())
                 await asyncio.wait({take, stop}, return_when=asyncio.FIRST_COMPLETED)
                 if not take.done():
-                    take.cancel()
                     return
                 await self._handle(client, take.result())
         finally:
             stop.cancel()
+            if take is not None:
+                take.cancel()
 
     async def _handle(self, client: BusClient, batch: list[mqtt.MQTTMessage]) -> None:
         events: list[tuple[Event, DeadLetter]] = []

@@ -97,7 +97,7 @@ async def read_form(request: web.Request) -> dict[str, str]:
 @web.middleware
 async def answer_unexpected(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The last line of defence: an exception no route expected is logged (`http_request_failed`: its type, its
-    message cut short, and the file:line stack, never the request's data) and answered `500 {"error", "details"}`.
+    message cut short, and the file:line `frames`, never the request's data) and answered `500 {"error", "details"}`.
 
     aiohttp's own HTTP errors (400 for a malformed request, 413 for a body over `client_max_size`) pass through
     unchanged. Bad input is never meant to get here: every route recognises its own and answers 4xx.
@@ -107,7 +107,8 @@ async def answer_unexpected(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException:
         raise
     except Exception as err:
-        stack = [
+        # Not `stack`: structlog's console renderer takes that key for a formatted stack string.
+        frames = [
             f"{Path(frame.filename).name}:{frame.lineno} {frame.name}"
             for frame in traceback.extract_tb(err.__traceback__)
         ]
@@ -117,7 +118,7 @@ async def answer_unexpected(request: web.Request, handler: Handler) -> web.Strea
             path=quote(request.path, 120),
             error_type=type(err).__name__,
             error=quote(str(err), 200),
-            stack=stack[-8:],
+            frames=frames[-8:],
         )
         return json_error(500, "internal error: the request was not completed")
 

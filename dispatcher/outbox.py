@@ -1,14 +1,19 @@
 """The outbox: every delivery an event leads to, as rows of the store, from planned to sent, failed or suppressed.
 
-These are plain functions of a `sqlite3.Connection`, run through `Store.run` by the pipeline and the HTTP API,
-and directly (read-only) by `dispatcher deliveries`. A delivery is one (event, recipient, channel, target);
-the partial unique index makes "delivered once" hold even if an event were planned twice.
+These are plain functions of a `sqlite3.Connection`, run through `Store.run` by the pipeline, the HTTP API and
+`dispatcher retry`, and directly (read-only) by `dispatcher deliveries`. A delivery is one (event, recipient,
+channel, target); the partial unique index makes "delivered once" hold even if an event were planned twice.
+
+A failed delivery put back to pending by hand (`retry_failed`) gets a fresh retry budget: `delivery_retries`
+remembers when and after how many attempts, so `max_attempts` and `give_up_after_s` count from there while
+`attempts` keeps the whole history.
 """
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +42,12 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE UNIQUE INDEX IF NOT EXISTS deliveries_once ON deliveries(event_id, channel, target) WHERE status != 'suppressed';
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(next_attempt_at) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries(event_id);
+CREATE TABLE IF NOT EXISTS delivery_retries (
+    delivery_id     INTEGER PRIMARY KEY,    -- deliveries.id
+    retries         INTEGER NOT NULL,       -- how often it was put back to pending by hand
+    retried_at      REAL NOT NULL,          -- the last time: its retry budget counts from here
+    attempts_before INTEGER NOT NULL        -- its attempts by then
+);
 """
 
 STATUSES = ("pending", "sent", "failed", "suppressed")
@@ -72,6 +83,17 @@ class PendingDelivery:
     attempts: int
     created_at: float
     next_attempt_at: float
+    retries: int = 0
+    """How often it was put back to pending by hand (`retry_failed`)."""
+    retried_at: float | None = None
+    """When it last was: its retry budget (`give_up_after_s`) counts from then instead of `created_at`."""
+    attempts_before_retry: int = 0
+    """Its attempts by then: `max_attempts` counts the ones after."""
+
+    @property
+    def budget_from(self) -> float:
+        """Where `give_up_after_s` counts from."""
+        return self.created_at if self.retried_at is None else self.retried_at
 
 
 def record_plans(
@@ -123,8 +145,10 @@ def record_plans(
 
 _PENDING_COLUMNS = (
     "d.id, d.event_id, d.importance, d.recipient, d.recipient_kind, d.channel, d.target, d.target_label,"
-    " d.attempts, d.created_at, d.next_attempt_at, e.body"
+    " d.attempts, d.created_at, d.next_attempt_at, coalesce(r.retries, 0), r.retried_at,"
+    " coalesce(r.attempts_before, 0), e.body"
 )
+_PENDING_FROM = "deliveries d JOIN events e ON e.id = d.event_id LEFT JOIN delivery_retries r ON r.delivery_id = d.id"
 
 
 def _with_events(rows: Iterable[tuple[Any, ...]]) -> list[tuple[PendingDelivery, Event]]:
@@ -142,29 +166,38 @@ def load_unplanned(conn: sqlite3.Connection, after_seq: int, limit: int) -> list
 def load_pending_page(conn: sqlite3.Connection, after_id: int, limit: int) -> list[tuple[PendingDelivery, Event]]:
     """Pending deliveries with their events, by id after `after_id` (resuming what a previous run left)."""
     rows = conn.execute(
-        f"SELECT {_PENDING_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id"
-        " WHERE d.status = 'pending' AND d.id > ? ORDER BY d.id LIMIT ?",
+        f"SELECT {_PENDING_COLUMNS} FROM {_PENDING_FROM} WHERE d.status = 'pending' AND d.id > ? ORDER BY d.id LIMIT ?",
         (after_id, limit),
     ).fetchall()
     return _with_events(rows)
 
 
-def load_due_retries(conn: sqlite3.Connection, now: float, limit: int) -> list[tuple[PendingDelivery, Event]]:
-    """Pending deliveries that were tried before and whose next attempt is due, soonest first."""
+def load_due(
+    conn: sqlite3.Connection, now: float, skip: Collection[int], limit: int
+) -> list[tuple[PendingDelivery, Event]]:
+    """Up to `limit` pending deliveries whose next attempt is due by `now`, soonest first, leaving out the ids in
+    `skip` (those the caller holds already): retries that fell due, and any row left pending with no attempt
+    under way (an outcome whose record failed, a row put back by `retry_failed`)."""
+    cursor = conn.execute(
+        "SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at", (now,)
+    )
+    # Ids only, until `limit` are not skipped: the rows held are most of the due ones in a burst.
+    ids = list(itertools.islice((delivery_id for (delivery_id,) in cursor if delivery_id not in skip), limit))
+    cursor.close()
+    if not ids:
+        return []
     rows = conn.execute(
-        f"SELECT {_PENDING_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id"
-        " WHERE d.status = 'pending' AND d.attempts > 0 AND d.next_attempt_at <= ?"
-        " ORDER BY d.next_attempt_at LIMIT ?",
-        (now, limit),
+        f"SELECT {_PENDING_COLUMNS} FROM {_PENDING_FROM} WHERE d.id IN ({', '.join('?' * len(ids))})"
+        " ORDER BY d.next_attempt_at",
+        ids,
     ).fetchall()
     return _with_events(rows)
 
 
-def next_retry_due(conn: sqlite3.Connection, after: float) -> float | None:
-    """When the next retry not yet due falls due, or None if no delivery waits for one."""
+def next_due(conn: sqlite3.Connection, after: float) -> float | None:
+    """When the next pending delivery not yet due falls due, or None if none waits."""
     row = conn.execute(
-        "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending' AND attempts > 0 AND next_attempt_at > ?",
-        (after,),
+        "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending' AND next_attempt_at > ?", (after,)
     ).fetchone()
     return None if row[0] is None else float(row[0])
 
@@ -195,6 +228,69 @@ def mark_failed(
     )
     if follow_up is not None:
         insert_events(conn, [follow_up], "internal")
+
+
+def mark_suppressed(conn: sqlite3.Connection, delivery_id: int, reason: str, now: float) -> bool:
+    """Record a pending delivery as suppressed, with the reason; False if it was no longer pending."""
+    cursor = conn.execute(
+        "UPDATE deliveries SET status = 'suppressed', reason = ?, updated_at = ?, next_attempt_at = NULL"
+        " WHERE id = ? AND status = 'pending'",
+        (reason, now, delivery_id),
+    )
+    return cursor.rowcount == 1
+
+
+def suppress_removed_targets(
+    conn: sqlite3.Connection,
+    configured: Collection[tuple[str, str, str]],
+    skip: Collection[int],
+    reason: str,
+    now: float,
+) -> list[tuple[int, str]]:
+    """Suppress, with `reason`, each pending delivery to a system contact whose (recipient, channel, target) is not
+    in `configured` (a contact or address removed from the configuration), except the ids in `skip` (those the
+    caller holds); the (id, channel) of each one suppressed."""
+    rows = conn.execute(
+        "SELECT id, recipient, channel, target FROM deliveries WHERE status = 'pending' AND recipient_kind = 'system'"
+    ).fetchall()
+    gone = [
+        (delivery_id, channel)
+        for delivery_id, recipient, channel, target in rows
+        if (recipient, channel, target) not in configured and delivery_id not in skip
+    ]
+    conn.executemany(
+        "UPDATE deliveries SET status = 'suppressed', reason = ?, updated_at = ?, next_attempt_at = NULL WHERE id = ?",
+        [(reason, now, delivery_id) for delivery_id, _ in gone],
+    )
+    return gone
+
+
+def retry_failed(
+    conn: sqlite3.Connection, *, delivery_id: int | None = None, event_id: str | None = None, now: float
+) -> int:
+    """Put failed deliveries back to pending, due at `now`: the one with `delivery_id`, those of `event_id` (both
+    given: the one if it belongs to that event), or every failed one if neither is given. Each gets a fresh retry
+    budget (see the module's docstring); its attempts so far and its last error stay on the record. How many."""
+    clauses, params = ["status = 'failed'"], []
+    if delivery_id is not None:
+        clauses.append("id = ?")
+        params.append(delivery_id)
+    if event_id is not None:
+        clauses.append("event_id = ?")
+        params.append(event_id)
+    where = " AND ".join(clauses)
+    rows = conn.execute(f"SELECT id, attempts FROM deliveries WHERE {where}", params).fetchall()
+    conn.executemany(
+        "INSERT INTO delivery_retries (delivery_id, retries, retried_at, attempts_before) VALUES (?, 1, ?, ?)"
+        " ON CONFLICT (delivery_id) DO UPDATE SET retries = retries + 1, retried_at = excluded.retried_at,"
+        " attempts_before = excluded.attempts_before",
+        [(row_id, now, attempts) for row_id, attempts in rows],
+    )
+    conn.executemany(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ? WHERE id = ?",
+        [(now, now, row_id) for row_id, _ in rows],
+    )
+    return len(rows)
 
 
 def list_deliveries(

@@ -5,11 +5,17 @@
         sent       → row sent
         retryable  → row keeps pending with next_attempt_at (backoff with jitter, Retry-After honoured)
         permanent, or out of attempts/time → row failed, and an iContact/SendIMFailed event in the same transaction
+        to an address the configuration no longer has → row suppressed, not attempted
 
 Nothing lives only in memory. Events wait in the store until the planner reads them, and retries wait there
 until due, so memory holds only the deliveries queued or in flight, and the planner pauses while those pass
 `BACKLOG_HIGH`: a burst of a million events costs disk, not RAM. A crash at any point resumes the work (a
 send whose success was not yet recorded may be repeated once).
+
+The one thing kept in memory for a while is an outcome the store refused to record (busy, disk full): it is
+written again, with backoff, until it lands, and its delivery stays in hand meanwhile, so it is neither attempted
+again nor left behind. A sweep every `SWEEP_INTERVAL_S` takes up any pending row whose attempt is due and that
+nothing holds (put back by `dispatcher retry`, or left by a bug), without waiting for a restart.
 """
 
 from __future__ import annotations
@@ -31,18 +37,20 @@ from .outbox import (
     NewDelivery,
     PendingDelivery,
     count_pending,
-    load_due_retries,
+    load_due,
     load_pending_page,
     load_unplanned,
     mark_failed,
     mark_retry,
     mark_sent,
-    next_retry_due,
+    mark_suppressed,
+    next_due,
     record_plans,
+    suppress_removed_targets,
 )
 from .render import Renderer
 from .routing.planner import Plan, plan_event
-from .routing.recipients import RecipientSource
+from .routing.recipients import RecipientSource, system_recipient
 from .senders import LocalSender, SenderPool, SendJob, build_channels, channel_concurrency, close_channels
 
 if TYPE_CHECKING:
@@ -67,6 +75,14 @@ BACKLOG_LOW = 500
 RETRY_BATCH = 500
 # After the store failed (disk full, I/O error), wait this long before asking it again.
 STORE_RETRY_S = 1.0
+# An outcome the store refused is written again after this, doubling up to the max, until it lands.
+RECORD_RETRY_INITIAL_S = 0.2
+RECORD_RETRY_MAX_S = 5.0
+# How often the scheduler looks for due pending rows that nothing holds, and recounts the pending gauge (a
+# `dispatcher retry` changes the store behind the daemon's back: it is noticed within this).
+SWEEP_INTERVAL_S = 2.0
+# Why a pending delivery to a system contact's address is dropped after a reload (or a restart) without it.
+TARGET_REMOVED = "target removed from the configuration"
 
 Job = tuple[PendingDelivery, Event]
 
@@ -82,6 +98,16 @@ def backoff_delay_s(attempts: int, policy: DeliveryConfig, retry_after_s: float 
         return max(0.0, retry_after_s)
     ceiling = min(policy.backoff_max_s, policy.backoff_initial_s * 2 ** max(0, attempts - 1))
     return rng.uniform(policy.backoff_initial_s, max(ceiling, policy.backoff_initial_s))
+
+
+def system_targets(config: Config) -> frozenset[tuple[str, str, str]]:
+    """Every (system contact, channel, address) of `config`: what a delivery to a system contact must still be."""
+    return frozenset(
+        (name, channel, target)
+        for name, contact in config.contacts.items()
+        for channel, targets in system_recipient(contact).targets.items()
+        for target in targets
+    )
 
 
 def recipient_kind(name: str) -> str:
@@ -125,6 +151,7 @@ class Pipeline:
         self.rng = random.Random()
         self.renderer = Renderer(catalog, templates_dir=config.templates.dir, hostname=config.hostname)
         self.channels = build_channels(config)
+        self._system_targets = system_targets(config)
         # Where attempts run: sender processes, or this process with `delivery.workers: 0`.
         self.sender: LocalSender | SenderPool = (
             SenderPool(config.delivery.workers, config, catalog)
@@ -144,6 +171,7 @@ class Pipeline:
         self._room.set()
         self._retry_wakeup = asyncio.Event()
         self._next_retry_at: float | None = 0.0  # "due now": the first pass asks the store
+        self._next_sweep_at = 0.0  # loop time of the scheduler's next sweep; 0: at its first pass
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._retired_channels: list[Channel] = []
@@ -171,6 +199,17 @@ class Pipeline:
         # installed meanwhile) gets slots and a loop of its own.
         self._size_slots(self.channels)
         self._start_channel_loops()
+        # From here on no attempt goes to a system contact's address the new config dropped (checked before each
+        # attempt); what waits in the store for one is recorded suppressed now.
+        self._system_targets = system_targets(config)
+        if self._tasks is not None:
+            self._tasks.create_task(self._suppress_removed_targets(), name="suppress-removed-targets")
+
+    def look_for_pending_now(self) -> None:
+        """Deliveries were put back to pending in the store (`POST /api/v1/deliveries/retry`): take them up now,
+        not at the next sweep."""
+        self._next_sweep_at = 0.0
+        self._retry_wakeup.set()
 
     def _start_channel_loops(self) -> None:
         if self._tasks is None:
@@ -198,6 +237,7 @@ class Pipeline:
         async with asyncio.TaskGroup() as tasks:
             self._tasks = tasks
             self._start_channel_loops()
+            await self._suppress_removed_targets()  # the config may have changed while the daemon was stopped
             await self._resume()
             loops = [
                 tasks.create_task(self._plan_loop(), name="planner"),
@@ -232,6 +272,24 @@ class Pipeline:
             self._retry_wakeup.set()  # the scheduler finds the ones not yet due
         if resumed:
             log.info("pipeline_resumed", pending_deliveries=resumed)
+
+    async def _suppress_removed_targets(self) -> None:
+        """Record as suppressed each pending delivery not in hand whose system contact or address the config no
+        longer has; those in hand are checked before their attempt."""
+        configured, skip, now = self._system_targets, frozenset(self._claimed), self.clock()
+        try:
+            gone = await self._store_run(
+                lambda conn: suppress_removed_targets(conn, configured, skip, TARGET_REMOVED, now)
+            )
+        except StoreError:
+            # They stay pending, and are suppressed when their next attempt comes up.
+            log.exception("suppress_removed_targets_failed")
+            return
+        for _, channel in gone:
+            self.metrics.deliveries.labels(channel, "suppressed").inc()
+        self.metrics.pending.dec(len(gone))
+        if gone:
+            log.info("pending_deliveries_suppressed", deliveries=len(gone), reason=TARGET_REMOVED)
 
     async def _drain(self) -> None:
         if self._in_flight:
@@ -347,7 +405,10 @@ class Pipeline:
     # -- scheduling --------------------------------------------------------------------------------------------
 
     def _enqueue(self, delivery: PendingDelivery, event: Event) -> None:
-        """Hand a due delivery to its channel's workers; it counts against the backlog until it is settled."""
+        """Hand a due delivery to its channel's workers; it counts against the backlog until it is settled. One
+        already in hand is left alone: a delivery is attempted by one task at a time."""
+        if delivery.id in self._claimed:
+            return
         self._claimed.add(delivery.id)
         if len(self._claimed) >= BACKLOG_HIGH:
             self._room.clear()
@@ -377,27 +438,44 @@ class Pipeline:
             self._retry_wakeup.set()
 
     async def _retry_loop(self) -> None:
-        """Move retries that fall due from the store to the ready queues; sleep until the next one is due."""
+        """Move pending deliveries that are due and not in hand from the store to the ready queues, then sleep
+        until the next one falls due or the next sweep. A sweep, every SWEEP_INTERVAL_S, looks even when nothing
+        is known to be due: it takes up rows the store holds pending with no attempt under way (put back by
+        `dispatcher retry`, or left by an attempt that crashed), and sets the pending gauge to the store's count."""
+        loop = asyncio.get_running_loop()
         while True:
             self._retry_wakeup.clear()
             now = self.clock()
-            if self._next_retry_at is not None and self._next_retry_at <= now:
+            sweep = loop.time() >= self._next_sweep_at
+            if sweep or (self._next_retry_at is not None and self._next_retry_at <= now):
                 await self._room.wait()
-                limit = RETRY_BATCH + len(self._claimed)  # claimed retries are due too: skip past them
+                now = self.clock()
+                # The ids in hand now; one taken in hand while the store reads is skipped by `_enqueue`. The store
+                # answers in the order it ran the jobs, so a row read as pending here was not yet recorded by its
+                # attempt, which is therefore still in hand when this answer arrives.
+                skip = frozenset(self._claimed)
+
+                def look(conn: Any, now: float = now, skip: frozenset[int] = skip, sweep: bool = sweep) -> Any:
+                    pending = count_pending(conn) if sweep else 0
+                    return load_due(conn, now, skip, RETRY_BATCH), next_due(conn, now), pending
+
                 try:
-                    due = await self._store_run(lambda conn, now=now, limit=limit: load_due_retries(conn, now, limit))
-                    fresh = [(delivery, event) for delivery, event in due if delivery.id not in self._claimed]
-                    for delivery, event in fresh[:RETRY_BATCH]:
-                        self._enqueue(delivery, event)
-                    if len(fresh) > RETRY_BATCH:
-                        continue  # more are due
-                    self._next_retry_at = await self._store_run(lambda conn, now=now: next_retry_due(conn, now))
+                    due, next_at, pending = await self._store_run(look)
                 except StoreError:
                     log.exception("retry_scheduler_store_failed", retry_in_s=STORE_RETRY_S)
                     self._next_retry_at = now + STORE_RETRY_S
-            wait_s = None if self._next_retry_at is None else max(0.0, self._next_retry_at - self.clock())
+                else:
+                    if sweep:
+                        self._next_sweep_at = loop.time() + SWEEP_INTERVAL_S
+                        self.metrics.pending.set(pending)
+                    for delivery, event in due:
+                        self._enqueue(delivery, event)
+                    self._next_retry_at = now if len(due) >= RETRY_BATCH else next_at  # a full batch: more are due
+            wait_s = self._next_sweep_at - loop.time()
+            if self._next_retry_at is not None:
+                wait_s = min(wait_s, self._next_retry_at - self.clock())
             try:
-                await asyncio.wait_for(self._retry_wakeup.wait(), wait_s)
+                await asyncio.wait_for(self._retry_wakeup.wait(), max(0.0, wait_s))
             except TimeoutError:
                 pass
 
@@ -429,7 +507,7 @@ class Pipeline:
 
         try:
             await self._attempt_once(delivery, event, free_slot)
-        except Exception:  # e.g. the store failing: the row stays pending for the next start
+        except Exception:  # a bug: the row stays pending, and the next sweep takes it up again
             log.exception("delivery_attempt_crashed", channel=delivery.channel, delivery_id=delivery.id)
             self._settle(delivery)
         finally:
@@ -440,6 +518,12 @@ class Pipeline:
         channel = self.channels.get(delivery.channel)
         if channel is None:
             await self._failed(delivery, event, attempts, f"channel {delivery.channel} is not available")
+            return
+        if (
+            delivery.recipient_kind == "system"
+            and (delivery.recipient, delivery.channel, delivery.target) not in self._system_targets
+        ):
+            await self._suppressed(delivery, TARGET_REMOVED)
             return
         job = SendJob(
             event=event,
@@ -465,10 +549,34 @@ class Pipeline:
             free_slot()
             await self._sent(delivery, event, attempts)
 
+    async def _record(self, delivery: PendingDelivery, write: Callable[[Any], Any]) -> Any:
+        """Write an attempt's outcome and return what `write` returns. When the store refuses it (busy, disk full,
+        I/O error), keep it and write it again, with backoff, until it lands: the delivery stays in hand meanwhile,
+        so nothing attempts it again, and it never stays pending with its outcome lost. Each write is shielded:
+        once the far end has answered, its record is written even if the attempt is being cancelled."""
+        delay_s = RECORD_RETRY_INITIAL_S
+        while True:
+            try:
+                return await asyncio.shield(self._store_run(write))
+            except StoreError as err:
+                log.error(
+                    "delivery_record_failed",
+                    channel=delivery.channel,
+                    delivery_id=delivery.id,
+                    error=str(err),
+                    retry_in_s=delay_s,
+                )
+            try:
+                await asyncio.sleep(delay_s)
+            except asyncio.CancelledError:
+                # Stopping with the store still refusing: the row stays pending, attempted again at the next start.
+                log.error("delivery_record_abandoned", channel=delivery.channel, delivery_id=delivery.id)
+                raise
+            delay_s = min(2 * delay_s, RECORD_RETRY_MAX_S)
+
     async def _sent(self, delivery: PendingDelivery, event: Event, attempts: int) -> None:
         now = self.clock()
-        # Shielded: once the far end has the message, its record must be written even if we are being stopped.
-        await asyncio.shield(self._store_run(lambda conn: mark_sent(conn, delivery.id, attempts, now)))
+        await self._record(delivery, lambda conn: mark_sent(conn, delivery.id, attempts, now))
         self._settle(delivery)
         self.metrics.pending.dec()
         self.metrics.deliveries.labels(delivery.channel, "sent").inc()
@@ -489,15 +597,18 @@ class Pipeline:
         if not retryable:
             await self._failed(delivery, event, attempts, error)
             return
-        delay_s = backoff_delay_s(attempts, policy, retry_after_s, self.rng)
-        if attempts >= policy.max_attempts:
-            await self._failed(delivery, event, attempts, f"gave up after {attempts} attempts: {error}")
+        # A delivery put back by hand (`dispatcher retry`) counts its attempts and time from then.
+        counted = attempts - delivery.attempts_before_retry
+        delay_s = backoff_delay_s(counted, policy, retry_after_s, self.rng)
+        max_attempts: int | None = policy.max_attempts  # None: no limit, give_up_after_s decides
+        if max_attempts is not None and counted >= max_attempts:
+            await self._failed(delivery, event, attempts, f"gave up after {counted} attempts: {error}")
             return
-        if now + delay_s - delivery.created_at > policy.give_up_after_s:
+        if now + delay_s - delivery.budget_from > policy.give_up_after_s:
             await self._failed(delivery, event, attempts, f"gave up after {policy.give_up_after_s:g}s: {error}")
             return
         due = now + delay_s
-        await asyncio.shield(self._store_run(lambda conn: mark_retry(conn, delivery.id, attempts, error, due, now)))
+        await self._record(delivery, lambda conn: mark_retry(conn, delivery.id, attempts, error, due, now))
         self.metrics.deliveries.labels(delivery.channel, "retried").inc()
         _log_delivery(log.warning, "delivery_retry", delivery, attempts, error=error, retry_in_s=round(delay_s, 3))
         self._settle(delivery)  # it waits in the store; the scheduler takes it back when due
@@ -506,9 +617,7 @@ class Pipeline:
     async def _failed(self, delivery: PendingDelivery, event: Event, attempts: int, error: str) -> None:
         now = self.clock()
         follow_up = None if event.type == SEND_IM_FAILED else self._send_im_failed(delivery, event, attempts, error)
-        await asyncio.shield(
-            self._store_run(lambda conn: mark_failed(conn, delivery.id, attempts, error, now, follow_up))
-        )
+        await self._record(delivery, lambda conn: mark_failed(conn, delivery.id, attempts, error, now, follow_up))
         self._settle(delivery)
         self.metrics.pending.dec()
         self.metrics.deliveries.labels(delivery.channel, "failed").inc()
@@ -516,11 +625,23 @@ class Pipeline:
         if follow_up is not None:
             self.events_recorded([follow_up])
 
+    async def _suppressed(self, delivery: PendingDelivery, reason: str) -> None:
+        """Record a pending delivery as suppressed without attempting it (its address left the configuration)."""
+        now = self.clock()
+        changed = await self._record(delivery, lambda conn: mark_suppressed(conn, delivery.id, reason, now))
+        self._settle(delivery)
+        if changed:  # else the reload's sweep of the store recorded it first, and counted it
+            self.metrics.pending.dec()
+            self.metrics.deliveries.labels(delivery.channel, "suppressed").inc()
+            _log_delivery(log.info, "delivery_suppressed", delivery, delivery.attempts, reason=reason)
+
     def _send_im_failed(self, delivery: PendingDelivery, event: Event, attempts: int, error: str) -> Event:
         """The Instant Message Failure notice about a delivery that finally failed (never about itself)."""
         moment = datetime.fromtimestamp(self.clock(), tz=UTC)
+        # A delivery that fails again after `dispatcher retry` raises a notice of its own (the id is the key).
+        again = f"/retry-{delivery.retries}" if delivery.retries else ""
         return Event(
-            id=f"{event.id}/failed-delivery/{delivery.id}",
+            id=f"{event.id}/failed-delivery/{delivery.id}{again}",
             type=SEND_IM_FAILED,
             occurred_at=moment,
             host=event.host,

@@ -18,7 +18,7 @@ import structlog
 from aiohttp import web
 
 from ..untrusted_json import UntrustedJsonError, decode, quote
-from . import deliveries_api, events_api, health
+from . import deliveries_api, events_api, health, retry_api
 
 if TYPE_CHECKING:
     from ..app import Dispatcher
@@ -157,6 +157,7 @@ def build_app(dispatcher: Dispatcher) -> web.Application:
     health.setup(app)
     events_api.setup(app)
     deliveries_api.setup(app)
+    retry_api.setup(app)
     for setup in dispatcher.http_route_setups():
         setup(app)
     return app

@@ -224,7 +224,10 @@ def parse_event(
 
     unknown = sorted(set(obj) - _KNOWN_FIELDS)
     if unknown:
-        problems.append(f"unknown field(s): {quote(', '.join(unknown), 200)} (custom values belong in data)")
+        names = ", ".join(quote(name) for name in unknown[:5]) + (
+            f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        )
+        problems.append(f"unknown field(s): {names} (custom values belong in data)")
 
     def name_of(name: str, max_chars: int) -> str | None:
         value = field_of(name, (str,), "a string")

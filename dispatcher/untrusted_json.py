@@ -68,25 +68,34 @@ def decode(data: bytes | bytearray | str, *, what: str = "body") -> Any:
 
 def find_fault(value: Any) -> str | None:
     """What makes an already-decoded value unstorable (too deep, a lone surrogate), or None. Iterative: a value
-    nested deeper than the interpreter's recursion limit is measured without recursing."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    nested deeper than the interpreter's recursion limit is measured without recursing. A bad string is named by
+    where it is (`data.x`, `[2]`), never quoted: it may be a password or a token."""
+    stack: list[tuple[Any, int, str]] = [(value, 0, "")]
     while stack:
-        item, depth = stack.pop()
+        item, depth, path = stack.pop()
         if isinstance(item, str):
             if not _is_valid_unicode(item):
-                return f"has a string that is not valid Unicode (a lone surrogate): {quote(item)}"
+                return f"has a string that is not valid Unicode (a lone surrogate) at {_place(path)}"
         elif isinstance(item, dict | list):
             if depth >= MAX_DEPTH:
                 return f"nests arrays or objects more than {MAX_DEPTH} deep"
             if isinstance(item, dict):
                 for key, child in item.items():
-                    stack.append((key, depth + 1))
-                    stack.append((child, depth + 1))
+                    if isinstance(key, str) and not _is_valid_unicode(key):
+                        return f"has a key that is not valid Unicode (a lone surrogate) in {_place(path)}"
+                    stack.append((child, depth + 1, f"{path}.{key}" if path else str(key)))
             else:
-                stack.extend((child, depth + 1) for child in item)
+                stack.extend((child, depth + 1, f"{path}[{index}]") for index, child in enumerate(item))
         elif isinstance(item, float) and not math.isfinite(item):
-            return f"has a number that is not finite: {item}"
+            return f"has a number that is not finite at {_place(path)}"
     return None
+
+
+def _place(path: str) -> str:
+    """Where in the value: the path, cut like a quoted value (keys come from outside too)."""
+    if not path:
+        return "the top"
+    return path if len(path) <= QUOTE_CHARS * 2 else path[: QUOTE_CHARS * 2 - 1] + "…"
 
 
 def _is_valid_unicode(text: str) -> bool:

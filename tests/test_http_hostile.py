@@ -713,8 +713,19 @@ async def test_secrets_never_come_back_when_refused(hostile_api: HostileApi) -> 
             "POST", "/includes/api.php", b'{"action": "AddContact", "clientid": 1, "password2": "' + SECRET.encode()
             + b'\\ud800"}', JSON,
         )  # fmt: skip
-        assert answer.body["result"] == "error"
+        assert answer.body["result"] == "error" and SECRET not in answer.text, answer.text
+        body = b'{"pushbullet_access_token": "' + SECRET.encode() + b'\\ud800"}'
+        answer = await hostile_api.send("PUT", "/api/v1/accounts/bob/contact-info", body, JSON)
+        assert answer.status == 400 and SECRET not in answer.text, answer.text
+        assert "pushbullet_access_token" in answer.text, "the refusal names where the bad string is"
     assert not [entry for entry in logs if SECRET in repr(entry)]
+
+
+async def test_a_limit_that_is_a_digit_but_not_a_number_is_400(hostile_api: HostileApi) -> None:
+    """`limit=²` ("²".isdigit() is true, int() refuses it) and an absurdly long limit are bad queries, not 500s."""
+    for limit in ("²", "9" * 5000):
+        answer = await hostile_api.send("GET", f"/api/v1/deliveries?limit={limit}", b"", JSON)
+        assert answer.status == 400, answer.text
 
 
 async def test_the_last_line_of_defence_answers_500_and_lets_aiohttps_4xx_through() -> None:

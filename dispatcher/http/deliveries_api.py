@@ -28,7 +28,8 @@ async def get_deliveries(request: web.Request) -> web.Response:
     if status is not None and status not in STATUSES:
         problems.append(f"status: must be one of {', '.join(STATUSES)}")
     limit_text = request.query.get("limit", "100")
-    limit = int(limit_text) if limit_text.isdigit() else -1
+    # isascii: "²".isdigit() is true, and int() refuses it.
+    limit = int(limit_text) if limit_text.isascii() and limit_text.isdigit() and len(limit_text) < 10 else -1
     if not 1 <= limit <= MAX_LIMIT:
         problems.append(f"limit: must be a whole number from 1 to {MAX_LIMIT}")
     if problems:

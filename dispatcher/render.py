@@ -35,6 +35,7 @@ from markupsafe import Markup, escape
 
 import dispatcher
 
+from .catalog import PREFERENCE_LABELS
 from .channels.base import Message
 from .events import Event
 from .levels import Importance
@@ -202,6 +203,18 @@ def filter_filesize(value: Any, binary: bool = True) -> Any:
     return value  # pragma: no cover - the loop always returns
 
 
+def filter_mib(value: Any, binary: bool = True) -> Any:
+    """A size given in MiB (the catalog's `*_mb` fields) as a readable size: `48213` → `47.1 GiB`.
+
+    Only numbers are converted (never `value * 1048576` in a template: a string times a number is a string that
+    long); anything else prints as given, and a missing value stays missing.
+    """
+    amount = _number(value)
+    if amount is None:
+        return value
+    return filter_filesize(amount * 1048576, binary)
+
+
 def filter_pluralize(count: Any, singular: str, plural: str | None = None) -> str:
     """`3|pluralize("domain")` → `3 domains`; `1|pluralize("entry", "entries")` → `1 entry`.
 
@@ -273,6 +286,27 @@ def filter_yesno(value: Any, yes: str = "yes", no: str = "no", unknown: str = NO
     if isinstance(value, str):
         return no if value.strip().lower() in {"", "0", "false", "no", "off"} else yes
     return yes if value else no
+
+
+def filter_article(value: Any) -> Any:
+    """The value with its indefinite article: `email` → `an email`, `pushbullet` → `a pushbullet`,
+    `SFTP` → `an SFTP`; a missing value stays missing."""
+    if _is_missing(value):
+        return value
+    text = str(_finalize(value)).strip()
+    if not text:
+        return value
+    word = text.split()[0]
+    lower = word.lower()
+    if len(word) > 1 and word.isupper():  # an acronym, read letter by letter
+        vowel_sound = word[0] in "AEFHILMNORSX"
+    elif lower.startswith(("eu", "uni", "use", "usu", "uti", "ura", "one", "once")):
+        vowel_sound = False
+    elif lower.startswith(("hour", "honest", "honour", "honor", "heir")):
+        vowel_sound = True
+    else:
+        vowel_sound = lower[0] in "aeiou"
+    return f"{'an' if vowel_sound else 'a'} {text}"
 
 
 def filter_setting(value: Any) -> str:
@@ -353,13 +387,24 @@ FILTERS: dict[str, Any] = {
     "date": filter_date,
     "filesize": filter_filesize,
     "filesizeformat": filter_filesize,
+    "mib": filter_mib,
     "pluralize": filter_pluralize,
     "and_list": filter_and_list,
     "as_list": filter_as_list,
     "duration": filter_duration,
     "percent": filter_percent,
     "yesno": filter_yesno,
+    "article": filter_article,
 }
+
+
+def is_given(value: Any) -> bool:
+    """`{% if data.days_left is given %}`: the value was sent (not missing, not null, not blank), even if it is 0
+    or false."""
+    return not _is_missing(value)
+
+
+TESTS: dict[str, Any] = {"given": is_given}
 
 
 # -- text: wrapping and HTML → text --------------------------------------------------------------------------
@@ -701,6 +746,7 @@ def _build_environment(loader: jinja2.BaseLoader) -> ImmutableSandboxedEnvironme
         cache_size=-1,
     )
     env.filters.update(FILTERS)
+    env.tests.update(TESTS)
     return env
 
 
@@ -826,6 +872,8 @@ class Renderer:
                 "importance": alert.importance.label,
                 "audience": sorted(alert.audience),
                 "preference": alert.preference,
+                # The words cPanel shows for the preference in Contact Information, without the final stop.
+                "preference_label": PREFERENCE_LABELS.get(alert.preference or "", "").rstrip(".") or None,
                 "category": alert.category,
                 "fields": dict(alert.fields),
             }
@@ -836,8 +884,13 @@ class Renderer:
         """The template variables of SPEC §5 for one rendering."""
         alert = self._alert_view(event.type)
         hostname = event.host or self.hostname
+        view = event.template_view()
+        if view["account"] is None:
+            # An event without an account reads like a missing data field: false, `(not given)` when printed,
+            # also inside `~` concatenations (where None would print as "None").
+            view["account"] = self._env.undefined(obj=view, name="account")
         return {
-            "event": event.template_view(),
+            "event": view,
             "data": event.data,
             "importance": importance.label,
             "alert": alert,
@@ -957,14 +1010,16 @@ class Renderer:
         if templates is None:
             return []
         alert = self.catalog.get(event_type)
-        examples = dict(getattr(alert, "fields", {}) or {}) if event_type in self.catalog else {}
+        known = event_type in self.catalog
+        examples = dict(getattr(alert, "fields", {}) or {}) if known else {}
+        account_field = getattr(alert, "account", None) if known else None
         now = datetime.now(UTC)
         event = Event(
             id="check",
             type=event_type,
             occurred_at=now,
             host=self.hostname,
-            account=str(examples.get("account") or examples.get("user") or "example"),
+            account=str(account_field.example) if account_field is not None else "example",
             client_id=None,
             data=examples,
             received_at=now,

@@ -14,12 +14,15 @@ import pytest
 
 from dispatcher.catalog import (
     FALLBACK_TYPE,
+    PREFERENCE_LABELS,
     PREFERENCES,
     AlertType,
     CatalogError,
+    DataField,
     load_catalog,
     parse_catalog,
 )
+from dispatcher.contacts.model import ACCOUNT_FIELDS
 from dispatcher.errors import DispatcherError
 from dispatcher.levels import Importance
 
@@ -334,6 +337,10 @@ def test_a_minimal_valid_catalog_parses() -> None:
         (_entry("Quota/DiskWarning", audience="[system]"), "the audience has no `account`"),
         (_entry("Quota/DiskWarning", category="billing"), "category 'billing'"),
         (_entry("Quota/DiskWarning", fields="[user]"), "fields must map"),
+        (_entry("Quota/DiskWarning", fields="{domain: {meaning: x, example: a, note: b}}"), "exactly the keys"),
+        (_entry("Quota/DiskWarning", fields="{domain: {meaning: '', example: a}}"), "meaning must be"),
+        (_entry("Quota/DiskWarning", account="{meaning: The account.}"), "account:"),
+        (_entry("Quota/DiskWarning", account="bob"), "account must be {meaning, example}"),
         (_entry("Quota/DiskWarning", name="''"), "name must be a non-empty string"),
         (_entry("Quota/DiskWarning", importance="<omit>"), "missing keys: importance"),
         (_entry("Quota/DiskWarning", colour="red"), "unknown keys: colour"),
@@ -370,3 +377,68 @@ def test_missing_file_is_a_catalog_error(tmp_path: Path) -> None:
     """Loading a path that does not exist raises CatalogError naming the path."""
     with pytest.raises(CatalogError, match="cannot read catalog"):
         load_catalog(tmp_path / "nope.yaml")
+
+
+def test_described_fields_and_the_account_parse() -> None:
+    """`fields` entries of the form `{meaning, example}` give `data_fields` (in file order) and `fields` the examples;
+    an entry's `account:` says what the event's account is; a bare value is an example without a meaning."""
+    entry = _entry(
+        "Quota/DiskWarning",
+        account="{meaning: The account near its quota., example: bob}",
+        fields="{domain: {meaning: 'The main domain: of the account.', example: example.com}, percent_used: 92}",
+    )
+    alert = parse_catalog("types:\n" + GOOD_BASE + entry).get("Quota/DiskWarning")
+    assert list(alert.data_fields) == ["domain", "percent_used"]
+    assert alert.data_fields["domain"] == DataField("domain", "The main domain: of the account.", "example.com")
+    assert alert.data_fields["percent_used"] == DataField("percent_used", None, 92)
+    assert dict(alert.fields) == {"domain": "example.com", "percent_used": 92}
+    assert alert.account == DataField("account", "The account near its quota.", "bob")
+    assert parse_catalog("types:\n" + GOOD_BASE).fallback.account is None
+
+
+def test_an_alert_type_built_from_examples_alone_still_describes_its_fields() -> None:
+    """Code that builds an AlertType with `fields` only (the first form) gets `data_fields` without meanings, and
+    no account."""
+    alert = AlertType(
+        key="Custom/Thing",
+        name="Thing",
+        trigger="Something happens.",
+        importance=Importance.LOW,
+        audience=frozenset({"system"}),
+        preference=None,
+        category=None,
+        fields={"volume": "/srv"},
+    )
+    assert dict(alert.data_fields) == {"volume": DataField("volume", None, "/srv")}
+    assert alert.account is None
+
+
+def test_every_shipped_field_and_account_has_a_meaning(catalog) -> None:
+    """The shipped catalog describes every data field and every account it names: a sentence and an example."""
+    for entry in catalog:
+        assert list(entry.data_fields) == list(entry.fields), entry.key
+        for name, described in entry.data_fields.items():
+            assert described.name == name and described.example == entry.fields[name]
+            assert described.meaning and described.meaning.endswith((".", ")")), (entry.key, name)
+        if entry.account is not None:
+            assert entry.account.meaning and "account" in entry.account.meaning, entry.key
+            assert isinstance(entry.account.example, str) and entry.account.example
+
+
+def test_the_account_is_never_a_data_field_where_the_event_names_it(catalog) -> None:
+    """Where a type's messages name the account, the account is the event's `account`: no `user` field beside it.
+    Types whose audience includes the account all name it."""
+    for entry in catalog:
+        if entry.account is not None:
+            assert "user" not in entry.fields, entry.key
+        if "account" in entry.audience:
+            assert entry.account is not None, entry.key
+    assert catalog.get("Quota/DiskWarning").account.example == "bob"
+    assert catalog.get("cPHulk/Login").account is None and "user" in catalog.get("cPHulk/Login").fields
+
+
+def test_preference_labels_are_cpanels_own_words(catalog) -> None:
+    """The label of each gating preference (shown in account footers) is cPanel's `descp` of seed 000, as the
+    contacts module serves it."""
+    descriptions = {field.name: field.descp for field in ACCOUNT_FIELDS}
+    assert {name: descriptions[name] for name in PREFERENCES} == dict(PREFERENCE_LABELS)

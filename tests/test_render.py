@@ -60,10 +60,10 @@ def make_event(event_type: str, data: Mapping[str, Any], *, account: str | None 
 
 
 def example_event(event_type: str, **overrides: Any) -> Event:
+    """An event of the type with the catalog's example data and, where its templates name one, example account."""
     alert = CATALOG.get(event_type)
     data = {**alert.fields, **overrides}
-    user = data.get("user")
-    return make_event(event_type, data, account=user if isinstance(user, str) else None)
+    return make_event(event_type, data, account=alert.account.example if alert.account else None)
 
 
 class _Balance(HTMLParser):
@@ -168,6 +168,70 @@ def test_every_type_renders_without_data(renderer: Renderer, event_type: str) ->
     if CATALOG.get(event_type).fields and event_type != "Application/base":
         assert NOT_GIVEN in message.text or "(none given)" in message.text
     assert "None" not in message.text and "None" not in message.subject
+
+
+# What a subject may never show: the placeholders of missing data, and the traces of an empty slot.
+SUBJECT_PLACEHOLDERS = (NOT_GIVEN, "(none given)", "(none)", "an unknown number of", "None", "()", "(empty)")
+
+
+@pytest.mark.parametrize("event_type", CATALOG.keys())
+@pytest.mark.parametrize("account", [None, "carol"])
+def test_no_subject_shows_a_placeholder_for_missing_data(renderer: Renderer, event_type: str, account: str) -> None:
+    """With no data at all, and with nothing but the event's `account`, every type's subject reads as a sentence:
+    what is missing is left out or rephrased, never shown as `(not given)` or an empty slot; a type whose messages
+    name the account names it in the subject when it is given."""
+    for recipient in (SYSTEM, ACCOUNT):
+        subject = renderer.render(
+            make_event(event_type, {}, account=account), importance=Importance.LOW, recipient=recipient
+        ).subject
+        assert not [mark for mark in SUBJECT_PLACEHOLDERS if mark in subject], subject
+        assert not re.search(r"\b(for|of|to|from|at|the|a|an)$|:$", subject), subject
+    alert = CATALOG.get(event_type)
+    if account and alert.account is not None and event_type != "Application/base":
+        assert f"account {account}" in subject.lower(), subject
+
+
+def test_disk_warning_with_only_an_account_names_it(renderer: Renderer) -> None:
+    """`{"type": "Quota/DiskWarning", "account": "carol"}`: root's and carol's messages name carol in the subject
+    and the text, and carol's subject starts with her account; nothing in either subject is a placeholder."""
+    event = make_event("Quota/DiskWarning", {}, account="carol")
+    carol = Recipient(kind="account", name="account:carol", targets={}, thresholds=None)
+    root = renderer.render(event, importance=Importance.HIGH, recipient=SYSTEM)
+    own = renderer.render(event, importance=Importance.HIGH, recipient=carol)
+    assert root.subject == f"[{HOST}] Account carol is near its disk quota"
+    assert own.subject == "[carol] Account carol is near its disk quota"
+    for message in (root, own):
+        assert "The cPanel account carol" in squash(message.text) and "carol" in message.html
+        assert "bob" not in message.text + message.html
+    full = make_event("Quota/DiskWarning", {"percent_used": 100}, account="carol")
+    assert renderer.render(full, importance=Importance.HIGH, recipient=SYSTEM).subject.endswith(
+        "Account carol has reached its disk quota"
+    )
+
+
+def test_sizes_from_data_are_never_multiplied_as_strings(renderer: Renderer) -> None:
+    """A size in MiB sent as a string is converted when it is a number (`"48213"`) and otherwise printed as given,
+    never repeated a million times: sizes go through the `mib` filter, not `value * 1048576`."""
+    for size, shown in (("48213", "47.1 GiB"), ("about 47 GB", "about 47 GB"), ("x" * 1000, "x" * 100)):
+        message = renderer.render(
+            example_event("Backup/Success", size_mb=size), importance=Importance.LOW, recipient=SYSTEM
+        )
+        assert shown in message.subject and len(message.text) < 20_000 and len(message.html) < 40_000
+
+
+def test_a_channel_name_gets_the_right_article(renderer: Renderer) -> None:
+    """A failed email delivery is reported as "an email notice", a Pushbullet one as "a pushbullet notice"."""
+    email = example_event("iContact/SendIMFailed", channel="email")
+    assert (
+        "Could not deliver an email notice to root"
+        in renderer.render(email, importance=Importance.MEDIUM, recipient=SYSTEM).subject
+    )
+    assert (
+        "Could not deliver a pushbullet notice"
+        in renderer.render(
+            example_event("iContact/SendIMFailed"), importance=Importance.MEDIUM, recipient=SYSTEM
+        ).subject
+    )
 
 
 def test_blank_fields_read_as_not_given(renderer: Renderer) -> None:

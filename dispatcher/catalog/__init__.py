@@ -2,8 +2,9 @@
 
 Each type is keyed by its template stem `App/Event` (the event type) and says who may hear of it (`audience`),
 which account preference gates it, which WHMCS email category carries it to billing contacts, its default
-importance, and the `data` fields its templates use. Unknown types resolve to the `Application/base` entry,
-the fallback "Uncategorized Notifications" at Low importance.
+importance, the `data` fields its templates use (each with its meaning and an example: the contract between
+publishers and template writers), and what the event's `account` is, when its templates name one. Unknown types
+resolve to the `Application/base` entry, the fallback "Uncategorized Notifications" at Low importance.
 
 The file is data, validated as a whole when loaded: a broken catalog raises `CatalogError` naming the entry
 and line, rather than failing later in the middle of routing an event.
@@ -32,34 +33,51 @@ FALLBACK_TYPE = "Application/base"
 AUDIENCES = frozenset({"system", "account"})
 # The WHMCS email preference categories (seed 002, `email_preferences[...]`).
 CATEGORIES = frozenset({"general", "product", "domain", "invoice", "support", "affiliate"})
-# The notify_* preferences of seed 000 that can gate a notice. The `*_notification_disabled` keys are guards
-# (they decide whether the account hears that a preference was switched off), never a type's gate.
-PREFERENCES = frozenset(
+# The notify_* preferences of seed 000 that can gate a notice, with the words cPanel shows for each in the account's
+# Contact Information (`descp`; the footer of an account's notice names the one that stops it). The
+# `*_notification_disabled` keys are guards (they decide whether the account hears that a preference was switched
+# off), never a type's gate.
+PREFERENCE_LABELS: Mapping[str, str] = MappingProxyType(
     {
-        "notify_account_authn_link",
-        "notify_account_login",
-        "notify_account_login_for_known_netblock",
-        "notify_autossl_expiry",
-        "notify_autossl_expiry_coverage",
-        "notify_autossl_renewal",
-        "notify_autossl_renewal_coverage",
-        "notify_autossl_renewal_coverage_reduced",
-        "notify_bandwidth_limit",
-        "notify_contact_address_change",
-        "notify_disk_limit",
-        "notify_email_quota_limit",
-        "notify_password_change",
-        "notify_ssl_expiry",
-        "notify_twofactorauth_change",
+        "notify_account_authn_link": "An external account links to my account for authentication.",
+        "notify_account_login": "Someone logs in to my account.",
+        "notify_account_login_for_known_netblock": (
+            "Send login notifications, even when the user logs in from an IP address range or netblock that "
+            "contains an IP address from which a user successfully logged in previously."
+        ),
+        "notify_autossl_expiry": "AutoSSL certificate expiry.",
+        "notify_autossl_expiry_coverage": (
+            "AutoSSL cannot renew a certificate because domains that fail Domain Control Validation exist on the "
+            "current certificate."
+        ),
+        "notify_autossl_renewal": "AutoSSL has renewed a certificate.",
+        "notify_autossl_renewal_coverage": (
+            "AutoSSL cannot add any additional domains because domains that fail Domain Control Validation exist "
+            "on the current certificate."
+        ),
+        "notify_autossl_renewal_coverage_reduced": (
+            "AutoSSL has renewed a certificate, but the new certificate lacks at least one domain that the previous "
+            "certificate secured."
+        ),
+        "notify_bandwidth_limit": "My account approaches its bandwidth usage limit.",
+        "notify_contact_address_change": "My contact email address changes.",
+        "notify_disk_limit": "My account approaches its disk quota.",
+        "notify_email_quota_limit": "Any of my account's email accounts approaches or is over quota.",
+        "notify_password_change": "My account's password changes.",
+        "notify_ssl_expiry": "SSL certificate expiry.",
+        "notify_twofactorauth_change": "My account's two-factor authentication configuration changes.",
     }
 )
+PREFERENCES = frozenset(PREFERENCE_LABELS)
 
 # The same shape events.py accepts for `type`, so every catalog key is a type an event can carry.
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$")
 _FIELD_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _ENTRY_KEYS = frozenset({"name", "trigger", "importance", "audience", "preference", "category", "fields"})
-_OPTIONAL_KEYS = frozenset({"aliases"})
+_OPTIONAL_KEYS = frozenset({"aliases", "account"})
+# A described field (`{meaning: …, example: …}`); any other value of `fields:` is a bare example (the first format).
+_DESCRIBED_KEYS = frozenset({"meaning", "example"})
 
 
 class CatalogError(DispatcherError):
@@ -75,13 +93,26 @@ class Alias:
 
 
 @dataclass(frozen=True)
+class DataField:
+    """One value an event of a type carries: its name, what it means (None when the catalog does not say) and an
+    example value."""
+
+    name: str
+    meaning: str | None
+    example: Any
+
+
+@dataclass(frozen=True)
 class AlertType:
     """One alert type: what it is, who may receive it, and the `data` fields its templates use.
 
     `audience` holds `"system"` (root's contacts) and/or `"account"` (the account's own contacts);
     `preference` is the notify_* key that gates delivery to the account, None when nothing does;
     `category` is the WHMCS email category for billing contacts, None for server-internal notices;
-    `fields` maps each data field to an example value; `aliases` lists other alert types sharing the template.
+    `fields` maps each data field to an example value; `aliases` lists other alert types sharing the template;
+    `data_fields` describes the same fields in the same order (name, meaning, example); `account` says what the
+    event's `account` is for this type (a `DataField` named `account`), None when its templates name no account.
+    An entry built with `fields` alone gets `data_fields` without meanings.
     """
 
     key: str
@@ -93,6 +124,13 @@ class AlertType:
     category: str | None
     fields: Mapping[str, Any]
     aliases: tuple[Alias, ...] = field(default=())
+    data_fields: Mapping[str, DataField] = field(default_factory=lambda: MappingProxyType({}))
+    account: DataField | None = None
+
+    def __post_init__(self) -> None:
+        if not self.data_fields and self.fields:
+            described = {name: DataField(name, None, example) for name, example in self.fields.items()}
+            object.__setattr__(self, "data_fields", MappingProxyType(described))
 
     @property
     def app(self) -> str:
@@ -269,9 +307,25 @@ def _parse_entry(key: Any, entry: Any) -> AlertType:
         problems.append(f"category {category!r} is not one of {sorted(CATEGORIES)} or null")
 
     fields = entry["fields"]
+    data_fields: dict[str, DataField] = {}
     if not isinstance(fields, dict) or not all(isinstance(f, str) and _FIELD_RE.match(f) for f in fields):
-        problems.append("fields must map snake_case field names to example values")
-        fields = {}
+        problems.append("fields must map snake_case field names to {meaning, example} (or to example values)")
+    else:
+        for name, value in fields.items():
+            try:
+                data_fields[name] = _data_field(name, value)
+            except ValueError as err:
+                problems.append(f"field {name}: {err}")
+
+    account: DataField | None = None
+    if "account" in entry:
+        try:
+            account = _data_field("account", entry["account"])
+        except ValueError as err:
+            problems.append(f"account: {err}")
+        else:
+            if account.meaning is None or not isinstance(account.example, str) or not account.example:
+                problems.append("account must be {meaning, example} with an account name as the example")
 
     aliases: list[Alias] = []
     raw_aliases = entry.get("aliases", [])
@@ -298,9 +352,24 @@ def _parse_entry(key: Any, entry: Any) -> AlertType:
         audience=audience,
         preference=preference,
         category=category,
-        fields=MappingProxyType(dict(fields)),
+        fields=MappingProxyType({name: described.example for name, described in data_fields.items()}),
         aliases=tuple(aliases),
+        data_fields=MappingProxyType(data_fields),
+        account=account,
     )
+
+
+def _data_field(name: str, value: Any) -> DataField:
+    """A field of the YAML as a `DataField`: `{meaning: text, example: value}`, or a bare example value (the
+    catalog's first format, without a meaning). Raises ValueError for a described field that is malformed."""
+    if not isinstance(value, dict) or "meaning" not in value:
+        return DataField(name, None, value)
+    if set(value) != _DESCRIBED_KEYS:
+        raise ValueError("a described field has exactly the keys `meaning` and `example`")
+    meaning = value["meaning"]
+    if not isinstance(meaning, str) or not meaning.strip():
+        raise ValueError("meaning must be a non-empty string")
+    return DataField(name, " ".join(meaning.split()), value["example"])
 
 
 __all__ = [
@@ -308,10 +377,12 @@ __all__ = [
     "CATEGORIES",
     "FALLBACK_TYPE",
     "PREFERENCES",
+    "PREFERENCE_LABELS",
     "AlertType",
     "Alias",
     "Catalog",
     "CatalogError",
+    "DataField",
     "load_catalog",
     "parse_catalog",
 ]

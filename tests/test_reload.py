@@ -230,9 +230,9 @@ async def test_the_loop_keeps_answering_while_a_reload_compiles_templates(
         ticker.cancel()
         checker.cancel()
     assert reload_s > 0.3, "the reload was too quick to show anything"
-    # Blocking the loop, the compile showed as one gap of the whole reload (~1.3 s); off the loop the ticker
-    # only waits for its turn at the GIL.
-    assert max(gaps) < min(0.25, reload_s / 4), (max(gaps), reload_s)
+    # Blocking the loop, the compile showed as one gap of the whole reload (1.3 s or more); off the loop the
+    # ticker only waits for its turn at the GIL (~35 ms at most here, 0.15 s with both cores busy elsewhere).
+    assert max(gaps) < min(0.5, reload_s / 4), (max(gaps), reload_s)
     assert len(gaps) > reload_s / 0.05
     assert answered_during and set(answered_during) == {200}
 

@@ -270,15 +270,26 @@ def test_subject_prefix_depends_on_the_recipient(renderer: Renderer) -> None:
 
 
 def test_footer_says_why_and_where_to_change_it(renderer: Renderer) -> None:
-    """The footer names the reason the reader gets the notice and the place to change preferences."""
+    """The footer names the reason the reader gets the notice and where that is really changed: for a system
+    contact, its `receives:` thresholds in dispatcher's configuration (not WHM's Contact Manager); for the account's
+    contacts, the notify_* preference that stops this type in cPanel's Contact Information (or that nothing does);
+    for billing contacts, the email category in the client area."""
     event = example_event("AutoSSL/CertificateInstalled")
     system = renderer.render(event, importance=Importance.LOW, recipient=SYSTEM)
     account = renderer.render(event, importance=Importance.LOW, recipient=ACCOUNT)
     client = renderer.render(event, importance=Importance.LOW, recipient=CLIENT)
-    assert "system contact" in squash(system.text) and "Contact Manager" in squash(system.text)
+    system_text = squash(system.text)
+    assert "system contact (root)" in system_text and "configuration file" in system_text
+    assert "receives: under contacts: » root" in system_text and "this notice is low" in system_text
+    assert "Contact Manager" not in system_text and "Contact Manager" not in system.html
     assert "cPanel account bob" in squash(account.text) and "Contact Information" in squash(account.text)
+    assert '"AutoSSL has renewed a certificate" (notify_autossl_renewal)' in squash(account.text)
     assert "billing contact" in squash(client.text) and "client area" in squash(client.text)
-    assert "Contact Manager" in system.html and "Contact Information" in account.html and "client area" in client.html
+    assert "(Domain Emails)" in squash(client.text)
+    assert "receives:</code>" in system.html and "notify_autossl_renewal" in account.html
+    assert "client area" in client.html
+    ungated = renderer.render(example_event("suspendacct/Notify"), importance=Importance.LOW, recipient=ACCOUNT)
+    assert "always sent to the account" in squash(ungated.text)
 
 
 def test_header_shows_hostname_and_importance(renderer: Renderer) -> None:

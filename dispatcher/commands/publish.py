@@ -1,4 +1,9 @@
-"""`dispatcher publish TYPE -c FILE`: publish one event on the configured bus (QoS 1, waits for the broker)."""
+"""`dispatcher publish TYPE -c FILE`: publish one event on the configured bus (QoS 1, waits for the broker).
+
+Before publishing, one warning line each on stderr (the event is published all the same): a type the catalog does
+not know, data fields its templates do not use, and what they use that the event does not give (its `account`,
+data fields). The event's id is printed on stdout.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..catalog import load_catalog
 from ..errors import UsageError
-from ..events import InvalidEvent, parse_event
+from ..events import Event, InvalidEvent, parse_event
 from ..intake.mqtt import publish_event
-from .common import add_config_option, add_data_option, config_from, parse_data
+from .common import (
+    add_config_option,
+    add_data_option,
+    config_from,
+    missing_fields,
+    missing_fields_warning,
+    parse_data,
+    print_out,
+    unknown_fields_warning,
+    unknown_type_warning,
+    warn,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,7 +76,21 @@ def handle(args: argparse.Namespace) -> int:
         event = parse_event(payload, topic_type=args.type, default_host=config.hostname)
     except InvalidEvent as err:
         raise UsageError(f"not a valid event: {err}") from err
+    for warning in event_warnings(event):
+        warn(warning)
     payload["id"] = event.id  # so the caller can look the event up afterwards
     asyncio.run(publish_event(config.bus, args.type, payload))
-    print(event.id)
+    print_out([event.id])
     return 0
+
+
+def event_warnings(event: Event) -> list[str]:
+    """What is wrong with the event against the catalog's contract for its type, one line per kind of problem."""
+    catalog = load_catalog()
+    data = event.data
+    lines = [
+        unknown_type_warning(catalog, event.type),
+        unknown_fields_warning(catalog, event.type, data),
+        missing_fields_warning(event.type, missing_fields(catalog, event.type, data, event.account)),
+    ]
+    return [line for line in lines if line]

@@ -1,7 +1,12 @@
-"""`dispatcher render TYPE [-c FILE] [--data K=V]… [--channel C] [--recipient system|account]`: print what a
-channel would send for an event of TYPE, rendered with the configured templates, sending nothing.
+"""`dispatcher render TYPE [-c FILE] [--data K=V]… [--account A] [--channel C] [--recipient system|account]
+[--no-examples]`: print what a channel would send for an event of TYPE, rendered with the configured templates,
+sending nothing.
 
-Fields not given with `--data` take the catalog's example values, so every type can be previewed as it is.
+The event's `account` is `--account`, else the catalog's example account when the type's templates name one. Data
+fields not given with `--data` take the catalog's example values, so every type can be previewed as it is;
+`--no-examples` renders exactly what was given, as the daemon would. Warnings (stderr, one line each): a type the
+catalog does not know, data fields its templates do not use, and, once an event is described (`--data` or
+`--account`), what it leaves out.
 """
 
 from __future__ import annotations
@@ -17,10 +22,21 @@ from ..events import _TYPE_RE, Event
 from ..render import TEXT_ONLY_CHANNELS, Renderer
 from ..routing.importance import effective_importance
 from ..routing.recipients import Recipient
-from .common import add_config_option, add_data_option, config_from, parse_data
+from .common import (
+    add_config_option,
+    add_data_option,
+    config_from,
+    missing_fields,
+    missing_fields_warning,
+    parse_data,
+    print_out,
+    unknown_fields_warning,
+    unknown_type_warning,
+    warn,
+)
 
 CHANNELS = ("email", "pushbullet", "posturl")
-# The account a preview is about when neither --account nor the example data names one.
+# The account a preview for an account's own contacts is about when neither --account nor the catalog names one.
 PREVIEW_ACCOUNT = "example"
 
 
@@ -38,7 +54,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="system",
         help="render for a system contact (default) or for the account's own contacts",
     )
-    parser.add_argument("--account", help="the hosting account the event concerns (default: the example data's user)")
+    parser.add_argument(
+        "--account", help="the hosting account the event concerns (default: the catalog's example account)"
+    )
+    parser.add_argument(
+        "--no-examples",
+        action="store_true",
+        help="render only what --data and --account give, as the daemon would (default: examples fill the rest)",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -63,11 +86,25 @@ def handle(args: argparse.Namespace) -> int:
     config = config_from(args)
     catalog = load_catalog()
     alert = catalog.get(args.type)
-    examples = dict(alert.fields) if args.type in catalog else {}
-    data = {**examples, **parse_data(args.data)}
-    account = args.account or _str_or_none(data.get("user"))
+    known = args.type in catalog
+    given = parse_data(args.data)
+    examples = not args.no_examples
+    data = {**(dict(alert.fields) if known and examples else {}), **given}
+    account = args.account
+    if account is None and examples and known and alert.account is not None:
+        account = str(alert.account.example)
     if args.recipient == "account" and not account:
         account = PREVIEW_ACCOUNT
+
+    warnings = [unknown_type_warning(catalog, args.type), unknown_fields_warning(catalog, args.type, given)]
+    if args.no_examples or given or args.account:
+        # An event is being described: say what it leaves to the examples (or, without them, out).
+        missing = missing_fields(catalog, args.type, given, args.account)
+        warnings.append(missing_fields_warning(args.type, missing, filled_with_examples=examples))
+    for warning in warnings:
+        if warning:
+            warn(warning)
+
     event = preview_event(args.type, data, account=account, host=config.hostname)
     if args.recipient == "account":
         recipient = Recipient(kind="account", name=f"account:{account}", targets={}, thresholds=None)
@@ -76,15 +113,8 @@ def handle(args: argparse.Namespace) -> int:
     renderer = Renderer(catalog, templates_dir=config.templates.dir, hostname=config.hostname)
     importance = effective_importance(args.type, config, catalog)
     message = renderer.render(event, importance=importance, recipient=recipient, channel=args.channel)
-    print(f"Subject: {message.subject}")
-    print()
-    print("--- text " + "-" * 63)
-    print(message.text, end="")
+    lines = [f"Subject: {message.subject}", "", "--- text " + "-" * 63, message.text.removesuffix("\n")]
     if args.channel not in TEXT_ONLY_CHANNELS:
-        print("--- html " + "-" * 63)
-        print(message.html)
+        lines += ["--- html " + "-" * 63, message.html]
+    print_out(lines)
     return 0
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

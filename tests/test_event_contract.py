@@ -4,6 +4,8 @@ reference page docs/events.md is the catalog, and `publish` and `render` warn ab
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,7 +17,12 @@ from jinja2 import nodes
 
 from dispatcher.catalog import load_catalog
 from dispatcher.commands.catalog import catalog_markdown
-from dispatcher.render import NOT_GIVEN, shipped_templates_dir
+from dispatcher.commands.common import parse_data
+from dispatcher.commands.publish import event_warnings
+from dispatcher.events import parse_event
+from dispatcher.levels import Importance
+from dispatcher.render import NOT_GIVEN, Renderer, shipped_templates_dir
+from dispatcher.routing.recipients import Recipient
 
 CATALOG = load_catalog()
 REPO = Path(__file__).resolve().parents[1]
@@ -250,3 +257,40 @@ def write_event(folder: Path, data: object) -> Path:
     path = folder / "event.json"
     path.write_text(json.dumps({"data": data}))
     return path
+
+
+# -- the README's own examples -------------------------------------------------------------------------------------
+
+
+def readme_quick_start() -> str:
+    """The shell block of the README's quick start that publishes events."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.S)
+    return next(block for block in blocks if "dispatcher publish" in block)
+
+
+def test_readme_examples_make_complete_messages() -> None:
+    """The README's quick-start events (a `publish` command line and a `curl` body) give exactly the fields their
+    templates read: no warning, and neither the subject nor the text shows `(not given)`; the quota warning names
+    the account it was sent for."""
+    block = readme_quick_start().replace("\\\n", " ")
+    publish = shlex.split(next(line for line in block.splitlines() if "dispatcher publish" in line))
+    event_type = publish[2]
+    pairs = [publish[i + 1] for i, word in enumerate(publish) if word == "--data"]
+    account = next((publish[i + 1] for i, word in enumerate(publish) if word == "--account"), None)
+    body = re.search(r"-d '(.*?)'", readme_quick_start(), re.S)
+    assert body is not None
+    payloads = [
+        {"type": event_type, "data": parse_data(pairs), **({"account": account} if account else {})},
+        json.loads(body.group(1)),
+    ]
+    renderer = Renderer(CATALOG, templates_dir=None, hostname="server1.example.com")
+    root = Recipient(kind="system", name="root", targets={}, thresholds=None)
+    for payload in payloads:
+        event = parse_event(payload, topic_type=None, default_host="server1.example.com")
+        assert event_warnings(event) == [], payload
+        message = renderer.render(event, importance=Importance.HIGH, recipient=root)
+        assert NOT_GIVEN not in message.subject + message.text, (payload, message.text)
+        if event.account:
+            assert event.account in message.subject
+    assert {payload["type"] for payload in payloads} == {"Backup/Failure", "Quota/DiskWarning"}

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -54,6 +53,8 @@ class Dispatcher:
             sources=self.recipient_sources(),
         )
         self._stop_requested = asyncio.Event()
+        # Held for a whole reload, so that reloads never overlap and apply in the order they were asked for.
+        self._reload_lock = asyncio.Lock()
         self._http_runner: web.AppRunner | None = None
         self.http_port: int | None = None
         self._on_recorded: list[Callable[[Sequence[Event]], None]] = [self.pipeline.events_recorded]
@@ -190,11 +191,6 @@ class Dispatcher:
             self._http_runner = None
         await self.store.close()
         log.info("stopped")
-
-    @functools.cached_property
-    def _reload_lock(self) -> asyncio.Lock:
-        """Held for a whole reload, so that reloads never overlap and apply in the order they were asked for."""
-        return asyncio.Lock()
 
     async def reload(self, path: Path | str) -> bool:
         """Load and validate a new config; swap it in if valid, keep the old one if not. True on success.

@@ -112,7 +112,7 @@ async def test_the_attempts_of_a_stuck_process_are_retried_on_the_other_one(
     """Two sender processes; the one four events are pinned to (by their ids) is stopped. Once it has been silent
     past the limit it is killed, and the events' retries go to the other process, long before a replacement
     starts (held back here for a minute). Each event arrives once."""
-    monkeypatch.setattr(senders, "SILENCE_LIMIT_S", 2.0)
+    monkeypatch.setattr(senders, "SILENCE_LIMIT_S", 3.0)
     monkeypatch.setattr(senders, "WATCH_INTERVAL_S", 0.2)  # the daemon's looks; the processes still say alive each 1 s
     monkeypatch.setattr(senders, "RESTART_DELAY_S", 60.0)
     async with WebhookSink() as webhook:

@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from . import __version__
 from .commands import COMMANDS
 from .errors import DispatcherError, UsageError
 from .logs import configure_logging
@@ -22,6 +23,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dispatcher", description="Event-driven notification dispatcher for hosting servers.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--version", action="version", version=f"dispatcher {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for command in COMMANDS:

@@ -58,6 +58,7 @@ class Dispatcher:
         self._http_runner: web.AppRunner | None = None
         self.http_port: int | None = None
         self._on_recorded: list[Callable[[Sequence[Event]], None]] = [self.pipeline.events_recorded]
+        _log_warnings(config)
 
     # -- wiring points for the other parts -------------------------------------------------------------------
 
@@ -228,9 +229,16 @@ class Dispatcher:
             or new_config.http != self.config.http
         ):
             log.warning("config_reload_partial", reason="bus, http and store settings take effect at restart")
+        _log_warnings(new_config)
         self.config = new_config
         self.pipeline.apply_config(new_config, self.recipient_sources())
         self.metrics.reload_success.set(1)
         self.metrics.reload_time.set_to_current_time()
         log.info("config_reloaded", path=str(path))
         return True
+
+
+def _log_warnings(config: Config) -> None:
+    """Log what check-config warns about (`FILE:LINE:COL: warning: …`), one line each."""
+    for warning in config.warnings:
+        log.warning("config_warning", warning=warning)

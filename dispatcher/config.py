@@ -15,6 +15,7 @@ against the directory of the config file.
 
 from __future__ import annotations
 
+import difflib
 import email.policy
 import ipaddress
 import math
@@ -32,6 +33,7 @@ from urllib.parse import urlsplit
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from dispatcher.catalog import CatalogError, load_catalog
 from dispatcher.errors import ConfigError
 from dispatcher.levels import Importance, Threshold
 
@@ -273,6 +275,9 @@ class Config:
     contacts: Mapping[str, Contact]
     routes: tuple[Route, ...]
     source: Path | None = None
+    # `FILE:LINE:COL: warning: message` lines: valid but suspicious settings (check-config prints them, the daemon
+    # logs them). Not part of what the config means, so two configs that differ only here are equal.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -371,6 +376,7 @@ class _Reader:
         self.source = source
         self.base_dir = base_dir
         self.issues: list[tuple[int, int, int, str]] = []
+        self.warnings: list[tuple[int, int, int, str]] = []
         self._constructor = yaml.constructor.SafeConstructor()
         self._plugins: frozenset[str] | None = None
 
@@ -380,6 +386,16 @@ class _Reader:
 
     def sorted_issues(self) -> list[str]:
         return [f"{self.source}:{line + 1}:{col + 1}: {msg}" for line, col, _, msg in sorted(self.issues)]
+
+    def warn(self, node: Node, path: str, message: str) -> None:
+        """Record something suspicious that is still valid: reported, never refused."""
+        mark = node.start_mark
+        self.warnings.append((mark.line, mark.column, len(self.warnings), f"{path}: {message}"))
+
+    def sorted_warnings(self) -> tuple[str, ...]:
+        return tuple(
+            f"{self.source}:{line + 1}:{col + 1}: warning: {msg}" for line, col, _, msg in sorted(self.warnings)
+        )
 
     def plugin_channels(self) -> frozenset[str]:
         """Names of installed channel plugins (entry points in group `dispatcher.channels`), looked up once."""
@@ -700,6 +716,7 @@ def _read_config(reader: _Reader, root: Node | None, origin: Path | None, hostna
         contacts=contacts,
         routes=routes,
         source=origin,
+        warnings=reader.sorted_warnings(),
     )
 
 
@@ -927,7 +944,37 @@ def _read_importance(reader: _Reader, m: _Map) -> Mapping[str, Importance]:
         level = reader.parsed(node, m.sub(key), Importance.parse)
         if level is not None:
             levels[key] = level
+            unknown = _unknown_type(key)
+            if unknown:
+                reader.warn(key_node, m.sub(key), unknown)
     return MappingProxyType(levels)
+
+
+def _unknown_type(pattern: str) -> str | None:
+    """Why an `importance:` key matches no type of the shipped catalog (a likely typo), or None if it matches one.
+
+    Only a warning: events of types outside the catalog are allowed, and such a key is how they get an importance.
+    """
+    try:
+        catalog = load_catalog()
+    except CatalogError:  # reported wherever the catalog is used; not this file's problem
+        return None
+    app, _, event = pattern.partition("/")
+    if event == "*":
+        apps = {alert.app for alert in catalog}
+        if app in apps:
+            return None
+        what, names, suggest = f"no type in the catalog has the application {app!r}", apps, "{}/*"
+        effect = f"it only applies to events published as {app}/…"
+    else:
+        if pattern in catalog:
+            return None
+        what, names, suggest = f"{pattern!r} is not a type in the catalog", set(catalog.keys()), "{}"
+        effect = "it only applies if events of that type are published"
+    by_lower = {name.lower(): name for name in sorted(names)}
+    close = difflib.get_close_matches(app.lower() if event == "*" else pattern.lower(), by_lower, n=1, cutoff=0.75)
+    hint = f" (did you mean {suggest.format(by_lower[close[0]])}?)" if close else ""
+    return f"{what}{hint}; {effect}"
 
 
 def _read_contacts(reader: _Reader, m: _Map) -> Mapping[str, Contact]:

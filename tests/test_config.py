@@ -13,10 +13,14 @@ from __future__ import annotations
 import dataclasses
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from dispatcher.app import Dispatcher
 from dispatcher.config import (
     BusConfig,
     Config,
@@ -263,6 +267,68 @@ def test_max_attempts_null_means_no_limit_and_an_integer_a_limit() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config("delivery: {max_attempts: 0}\n", source="c.yaml")
     assert _issues(err) == ["c.yaml:1:26: delivery.max_attempts: expected an integer at least 1, got 0"]
+
+
+def test_an_importance_key_that_matches_no_known_type_is_a_warning() -> None:
+    """`Foo/*` with no catalog type of application Foo, or an exact type not in the catalog, loads (unknown types
+    are allowed) with a `FILE:LINE:COL: warning:` line at the key, suggesting a close name when there is one; keys
+    that match catalog types give none."""
+    config = parse_config(
+        "importance:\n"
+        "  Backup/*: high\n"
+        "  AutoSSL/CertificateExpiring: medium\n"
+        "  Foo/*: low\n"
+        "  autossl/*: low\n"
+        "  Backup/Failur: medium\n"
+        "  Custom/Thing: high\n",
+        source="w.yaml",
+    )
+    assert dict(config.importance)["Foo/*"] == Importance.LOW
+    assert config.warnings == (
+        "w.yaml:4:3: warning: importance.Foo/*: no type in the catalog has the application 'Foo';"
+        " it only applies to events published as Foo/…",
+        "w.yaml:5:3: warning: importance.autossl/*: no type in the catalog has the application 'autossl'"
+        " (did you mean AutoSSL/*?); it only applies to events published as autossl/…",
+        "w.yaml:6:3: warning: importance.Backup/Failur: 'Backup/Failur' is not a type in the catalog"
+        " (did you mean Backup/Failure?); it only applies if events of that type are published",
+        "w.yaml:7:3: warning: importance.Custom/Thing: 'Custom/Thing' is not a type in the catalog;"
+        " it only applies if events of that type are published",
+    )
+    assert parse_config("importance: {Backup/*: high, Check/Biglog: low}\n").warnings == ()
+    # Warnings are not part of what a config means.
+    assert config == dataclasses.replace(config, warnings=())
+
+
+def test_check_config_prints_warnings_and_exits_0(tmp_path: Path) -> None:
+    """check-config prints an importance key that matches no known type as `FILE:LINE:COL: warning: …` on stderr,
+    and still says OK and exits 0."""
+    path = tmp_path / "dispatcher.yaml"
+    path.write_text("hostname: h.example.com\nimportance:\n  Backup/*: high\n  Bakup/*: low\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "dispatcher", "check-config", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert result.stderr.splitlines() == [
+        f"{path}:4:3: warning: importance.Bakup/*: no type in the catalog has the application 'Bakup'"
+        " (did you mean Backup/*?); it only applies to events published as Bakup/…"
+    ]
+    assert result.stdout == f"{path}: OK\n"
+
+
+def test_the_daemon_logs_config_warnings_at_load(tmp_path: Path) -> None:
+    """The daemon logs each warning of its config (`config_warning`) when it is built from it, as check-config
+    prints them."""
+    config = parse_config("importance: {Nope/*: high}\nstore: {path: s.db}\n", source="d.yaml", base_dir=tmp_path)
+    with capture_logs() as logs:
+        Dispatcher(config)
+    assert [entry for entry in logs if entry["event"] == "config_warning"] == [
+        {"event": "config_warning", "log_level": "warning", "warning": config.warnings[0]}
+    ]
+    assert config.warnings[0].startswith("d.yaml:1:14: warning: importance.Nope/*: ")
 
 
 def test_config_error_is_a_dispatcher_error() -> None:

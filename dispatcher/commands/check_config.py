@@ -1,4 +1,8 @@
-"""`dispatcher check-config -c FILE`: validate everything a reload would, print `FILE:LINE:COL: message` lines."""
+"""`dispatcher check-config -c FILE`: validate everything a reload would, print `FILE:LINE:COL: message` lines.
+
+Warnings (`FILE:LINE:COL: warning: message`, e.g. an `importance:` key that matches no known type) are printed
+too, and leave the exit status 0.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +21,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    warnings: tuple[str, ...] = ()
     try:
         config = load_config(args.config)
+        warnings = config.warnings
         issues = check_templates(config)
     except ConfigError as err:
         issues = err.issues
-    for issue in issues:
-        print(issue, file=sys.stderr)
+    for line in (*issues, *warnings):
+        print(line, file=sys.stderr)
     if issues:
         return 1
     print(f"{args.config}: OK")

@@ -277,6 +277,12 @@ class Sinks:
         _, body = http_get(f"{self.http_url}/_bench/count", timeout_s=30)
         return int(json.loads(body)["count"])
 
+    def webhooks(self) -> tuple[int, int]:
+        """(Alertmanager webhook POSTs since the last reset, the most alerts one of them carried)."""
+        _, body = http_get(f"{self.http_url}/_bench/count", timeout_s=30)
+        data = json.loads(body)
+        return int(data["webhooks"]), int(data["largest_webhook"])
+
     def reset(self) -> None:
         http_post_json(f"{self.http_url}/_bench/reset", {})
 

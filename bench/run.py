@@ -1,6 +1,6 @@
 """End-to-end benchmark harness (issue 8): the daemon as a user runs it, against real receivers on loopback.
 
-    .venv/bin/python bench/run.py [--quick] [--scenario a,b,c,d,e] [--json out.json] [--profile]
+    .venv/bin/python bench/run.py [--quick] [--scenario a,b,c,d,e] [--json out.json] [--profile] [--peer-batch 256]
 
 For each scenario: a fresh mosquitto with our configuration (`max_queued_messages 0`, `max_inflight_messages 1000`),
 a fresh store, and `dispatcher run -c FILE` with a benchmark config; events come from `bench/publish.py` in a
@@ -22,8 +22,10 @@ Every scenario: peak memory (VmHWM) < 150 MB. Side by side, in the same run: the
 aiohttp straight to the same sink with 50 requests in flight; aiosmtplib straight to the same SMTP sink with 8
 connections, the email channel's default concurrency) for a, b, c, d; and the peer, Prometheus Alertmanager
 (`prometheus-alertmanager`, installed with apt if missing and possible, skipped with a message otherwise), given
-the same alerts through `POST /api/v2/alerts` in batches of 500, one webhook POST per alert (`group_by: ['...']`,
-`group_wait: 0s`), to the same sink, for a and d.
+the same alerts through `POST /api/v2/alerts`, `--peer-batch` alerts a request (default 256, as Prometheus sends
+them; `1,256` runs it fed both ways, the first listed being the peer of the ratios and goals), one webhook POST
+per alert (`group_by: ['...']`, `group_wait: 0s`), to the same sink, for a and d. The sink counts the webhooks as
+well as the alerts in them, and the report says so if Alertmanager grouped alerts into fewer notifications.
 
 Figures: deliveries per second at the sink = messages / (last arrival - first publish); latency publish →
 arrival p50/p99/max; the daemon's CPU seconds during the scenario (utime+stime of /proc/PID/stat) and its peak
@@ -72,6 +74,8 @@ from common import (
 )
 
 MEMORY_GOAL_MB = 150.0
+# Alerts a request to the peer by default: Prometheus's notifier sends up to this many (`DefaultMaxBatchSize`).
+PROMETHEUS_BATCH = 256
 # "Flat": the mean RSS of the last tenth of scenario e within this much of the second tenth.
 FLAT_TOLERANCE_MB = 10.0
 # Scenario e stops early past this RSS: the machine must stay usable (the figure is reported, not hidden).
@@ -118,6 +122,8 @@ class Context:
     profile: set[str]
     protocol: str | None = None
     workers: int | None = None
+    # Alerts a request for each Alertmanager run, in order; the first is the peer of the ratios and goals.
+    peer_batches: tuple[int, ...] = (256,)
 
     def daemon_extra(self) -> dict[str, Any]:
         """Config beyond contacts and channels: `delivery.workers` when the command line set it."""
@@ -504,6 +510,10 @@ def run_ceiling(ctx: Context, scenario: str, kind: str, count: int, rate: float)
 
 # ------------------------------------------------------------------------------------------------- Alertmanager
 
+# One notification per alert, the unit the daemon delivers (one per event): `group_by: ['...']` groups by every
+# label, and each alert has its own `event_id`, so each is a group of one however many alerts a request carries;
+# `group_wait: 0s` sends a new group's notification at once. `group_interval` only delays a group that gets a new
+# alert, which none does. The sink counts the webhooks, so a report shows it if this ever stops holding.
 ALERTMANAGER_CONFIG = """\
 route:
   receiver: sink
@@ -591,8 +601,19 @@ class Alertmanager:
             self.process = None
 
 
-def run_alertmanager(ctx: Context, scenario: str, count: int, rate: float, binary: str) -> Measurement:
-    workdir = ctx.workdir / f"{scenario}-alertmanager"
+def alertmanager_version(binary: str) -> str:
+    """The first line of `--version` (e.g. `alertmanager, version 0.25.0 (…)`), or what kept us from it."""
+    try:
+        result = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"unknown ({err})"
+    lines = (result.stdout or result.stderr).strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
+def run_alertmanager(ctx: Context, scenario: str, count: int, rate: float, binary: str, batch: int) -> Measurement:
+    """Alertmanager fed `count` alerts, `batch` a request (at `rate`, 0 = burst), until they reach the sink."""
+    workdir = ctx.workdir / f"{scenario}-alertmanager-{batch}"
     manager = Alertmanager(binary, workdir, f"{ctx.sinks.http_url}/am")
     times_path = workdir / "times.json"
     notes: list[str] = []
@@ -619,11 +640,14 @@ def run_alertmanager(ctx: Context, scenario: str, count: int, rate: float, binar
                 scenario,
                 "--times",
                 str(times_path),
+                "--batch",
+                str(batch),
             ]
         )
         arrived = ctx.sinks.wait_for(count, timeout_s=max(120, count / 100), stall_s=30)
         published = finish(process)
         after = process_stats(pid)
+        webhooks, largest_webhook = ctx.sinks.webhooks()
         ours_s = (
             after.cpu_s
             - before.cpu_s
@@ -633,11 +657,20 @@ def run_alertmanager(ctx: Context, scenario: str, count: int, rate: float, binar
         )
         machine = machine_load(machine_busy_s() - machine_before, time.time() - wall_before, ours_s)
         if published.get("errors"):
-            notes.append(f"{published['errors']} alert batches refused")
+            notes.append(f"{published['errors']} of {published.get('requests')} alert requests refused")
         if arrived < count:
             notes.append(f"only {arrived} of {count} alerts arrived")
     times = json.loads(times_path.read_text())
     messages, seconds, per_s, latency = arrival_figures(ctx.sinks.arrivals(), times, scenario)
+    if webhooks != messages:
+        # Grouped: msg/s counts alerts, while the daemon's counts notifications (one per event).
+        notes.append(
+            f"{webhooks:,} webhooks carried the {messages:,} alerts (up to {largest_webhook:,} in one): Alertmanager"
+            f" grouped them, so its msg/s counts alerts, not notifications; {webhooks / seconds:,.0f} webhooks/s"
+            if seconds
+            else f"{webhooks:,} webhooks for {messages:,} alerts"
+        )
+    feed_s = float(published.get("acked_at") or 0) - float(published.get("first_publish") or 0)
     return Measurement(
         scenario=scenario,
         system="alertmanager",
@@ -648,7 +681,16 @@ def run_alertmanager(ctx: Context, scenario: str, count: int, rate: float, binar
         latency=latency,
         cpu_s=round(after.cpu_s - before.cpu_s, 2),
         peak_mb=round(after.hwm_mb, 1),
-        extra={"version": "Debian prometheus-alertmanager", "machine": machine},
+        extra={
+            "version": alertmanager_version(binary),
+            "batch": batch,
+            "requests": published.get("requests"),
+            "feed_s": round(feed_s, 2),
+            "webhooks": webhooks,
+            "largest_webhook": largest_webhook,
+            "publisher_cpu_s": published.get("cpu_s"),
+            "machine": machine,
+        },
         notes=notes,
     )
 
@@ -672,7 +714,7 @@ def scenario_a(ctx: Context, peer: str | None) -> list[Measurement]:
         run_ceiling(ctx, "a", "http", count, 0),
     ]
     if peer:
-        results.append(run_alertmanager(ctx, "a", count, 0, peer))
+        results += [run_alertmanager(ctx, "a", count, 0, peer, batch) for batch in ctx.peer_batches]
     return results
 
 
@@ -733,7 +775,7 @@ def scenario_d(ctx: Context, peer: str | None) -> list[Measurement]:
         run_ceiling(ctx, "d", "http", count, rate),
     ]
     if peer:
-        results.append(run_alertmanager(ctx, "d", count, rate, peer))
+        results += [run_alertmanager(ctx, "d", count, rate, peer, batch) for batch in ctx.peer_batches]
     return results
 
 
@@ -810,6 +852,14 @@ def ratio(value: float, base: float | None) -> str:
     return f"{value / base:.2f}×"
 
 
+def system_label(m: Measurement) -> str:
+    """The system column: Alertmanager's row says how it was fed."""
+    batch = m.extra.get("batch")
+    if m.system != "alertmanager" or batch is None:
+        return m.system
+    return f"alertmanager ({batch} alert{'s' if batch != 1 else ''} a POST)"
+
+
 def report(results: list[Measurement]) -> tuple[str, dict[str, Any]]:
     table = Table(
         [
@@ -830,7 +880,13 @@ def report(results: list[Measurement]) -> tuple[str, dict[str, Any]]:
             "goals",
         ]
     )
-    by_key = {(m.scenario, m.system): m for m in results}
+    by_key: dict[tuple[str, str], Measurement] = {}
+    for m in results:
+        by_key.setdefault((m.scenario, m.system), m)  # the first Alertmanager run of a scenario is its peer
+    peers: dict[str, list[Measurement]] = collections.defaultdict(list)
+    for m in results:
+        if m.system == "alertmanager":
+            peers[m.scenario].append(m)
     rows = []
     for m in results:
         ceiling = by_key.get((m.scenario, "ceiling"))
@@ -841,7 +897,7 @@ def report(results: list[Measurement]) -> tuple[str, dict[str, Any]]:
         arrived = f"{m.arrived:,}" if m.arrived == m.expected else f"{m.arrived:,} of {m.expected:,}"
         table.add(
             f"{m.scenario}: {TITLES[m.scenario]}",
-            m.system,
+            system_label(m),
             arrived,
             m.seconds,
             m.per_s,
@@ -859,6 +915,10 @@ def report(results: list[Measurement]) -> tuple[str, dict[str, Any]]:
         row = asdict(m)
         row["of_ceiling"] = round(m.per_s / ceiling.per_s, 3) if ceiling and ceiling.per_s else None
         row["of_peer"] = round(m.per_s / peer.per_s, 3) if peer and peer.per_s else None
+        if m.system == "dispatcher" and len(peers[m.scenario]) > 1:
+            row["of_peer_by_batch"] = {
+                str(p.extra.get("batch")): round(m.per_s / p.per_s, 3) for p in peers[m.scenario] if p.per_s
+            }
         if peer and m.system == "dispatcher" and m.scenario == "d":
             row["p99_of_peer"] = round(m.latency["p99_ms"] / peer.latency["p99_ms"], 3)
         if ceiling and m.system == "dispatcher" and m.scenario == "d":
@@ -867,6 +927,12 @@ def report(results: list[Measurement]) -> tuple[str, dict[str, Any]]:
         rows.append(row)
     lines = [table.markdown()]
     for m in results:
+        others = peers[m.scenario][1:]
+        if m.system == "dispatcher" and others:
+            lines.append(
+                f"- {m.scenario}: dispatcher ÷ each Alertmanager run: "
+                + ", ".join(f"{ratio(m.per_s, p.per_s)} (fed {p.extra.get('batch')} a POST)" for p in peers[m.scenario])
+            )
         for note in m.notes:
             lines.append(f"- {m.scenario}/{m.system}: {note}")
         if m.scenario == "e" and "rss" in m.extra:
@@ -889,6 +955,8 @@ def git_commit() -> str:
         )
     except OSError:
         return "unknown"
+    if head.returncode != 0:
+        return "unknown"  # not a git checkout (e.g. a `git archive` of the commit measured)
     return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
@@ -901,6 +969,12 @@ def main() -> None:
         "--profile", nargs="?", const="a", default="", help="py-spy the daemon during these scenarios (default: a)"
     )
     parser.add_argument("--no-peer", action="store_true", help="skip Alertmanager")
+    parser.add_argument(
+        "--peer-batch",
+        default=str(PROMETHEUS_BATCH),
+        help=f"alerts a request to Alertmanager (default {PROMETHEUS_BATCH}, as Prometheus sends them); a comma-"
+        "separated list (e.g. 256,1) runs it once per size, the first being the peer of the ratios and goals",
+    )
     parser.add_argument("--protocol", choices=["3.1.1", "5"], default=None, help="the daemon's bus.protocol")
     parser.add_argument("--workers", type=int, default=None, help="the daemon's delivery.workers (sender processes)")
     parser.add_argument(
@@ -911,6 +985,12 @@ def main() -> None:
     unknown = [name for name in chosen if name not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}: choose from {', '.join(SCENARIOS)}")
+    try:
+        peer_batches = tuple(int(size) for size in args.peer_batch.split(",") if size.strip())
+    except ValueError:
+        peer_batches = ()
+    if not peer_batches or min(peer_batches) < 1:
+        parser.error(f"--peer-batch wants positive whole numbers, e.g. 256 or 256,1 (got {args.peer_batch!r})")
     sizes = QUICK if args.quick else FULL
     peer = None if args.no_peer or not ({"a", "d"} & set(chosen)) else alertmanager_binary()
     results: list[Measurement] = []
@@ -921,7 +1001,13 @@ def main() -> None:
         sinks = Sinks(workdir).start()
         profiled = {name.strip() for name in args.profile.split(",") if name.strip()}
         ctx = Context(
-            sizes=sizes, workdir=workdir, sinks=sinks, profile=profiled, protocol=args.protocol, workers=args.workers
+            sizes=sizes,
+            workdir=workdir,
+            sinks=sinks,
+            profile=profiled,
+            protocol=args.protocol,
+            workers=args.workers,
+            peer_batches=peer_batches,
         )
         with running(sinks):
             for name in chosen:
@@ -950,6 +1036,7 @@ def main() -> None:
         commit=git_commit(),
         protocol=args.protocol or "the config's default",
         workers=args.workers if args.workers is not None else "the config's default",
+        peer_batches=list(peer_batches) if peer else None,
     )
     for name in sorted(profiled & set(chosen)):
         if not (RESULTS / f"profile-{name}.txt").exists():

@@ -9,11 +9,13 @@ id of a message, and the SMTP side is a minimal asyncio protocol rather than aio
 Each message is recorded as (event id, arrival time `time.time()`):
 
 - `POST /hook` (Post to URL): the `event_id` form field, or JSON key with `format: json`.
-- `POST /am` (Alertmanager webhook): one record per alert, its `event_id` label.
+- `POST /am` (Alertmanager webhook): one record per alert, its `event_id` label; the webhooks themselves are
+  counted too, and the most alerts one carried, so a report can tell one notification per alert from grouping.
 - `POST /v2/pushes` (Pushbullet): the push's title (pushes carry no event id); answered like Pushbullet.
 - SMTP: the `X-Dispatcher-Event-Id` header of each message (one record per message, whatever its recipients).
 
-Control: `GET /_bench/count`, `GET /_bench/arrivals` (`{"ids": [...], "t": [...]}`), `POST /_bench/reset`.
+Control: `GET /_bench/count` (`{"count": n, "webhooks": n, "largest_webhook": n}`), `GET /_bench/arrivals`
+(`{"ids": [...], "t": [...]}`), `POST /_bench/reset`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class Arrivals:
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.times: list[float] = []
+        self.webhooks = 0  # Alertmanager webhook POSTs
+        self.largest_webhook = 0  # the most alerts one of them carried
 
     def add(self, event_id: str) -> None:
         self.ids.append(event_id)
@@ -44,6 +48,7 @@ class Arrivals:
 
     def reset(self) -> None:
         self.ids, self.times = [], []
+        self.webhooks = self.largest_webhook = 0
 
 
 # --------------------------------------------------------------------------------------------------------- HTTP
@@ -62,8 +67,10 @@ def build_app(arrivals: Arrivals) -> web.Application:
         return web.Response(text="ok")
 
     async def alertmanager(request: web.Request) -> web.Response:
-        payload = json.loads(await request.read())
-        for alert in payload.get("alerts", []):
+        alerts = json.loads(await request.read()).get("alerts", [])
+        arrivals.webhooks += 1
+        arrivals.largest_webhook = max(arrivals.largest_webhook, len(alerts))
+        for alert in alerts:
             arrivals.add(str(alert.get("labels", {}).get("event_id", "")))
         return web.Response(text="ok")
 
@@ -74,7 +81,9 @@ def build_app(arrivals: Arrivals) -> web.Application:
         return web.json_response({"active": True, "iden": "bench", "created": now, "modified": now, "type": "note"})
 
     async def count(request: web.Request) -> web.Response:
-        return web.json_response({"count": len(arrivals.ids)})
+        return web.json_response(
+            {"count": len(arrivals.ids), "webhooks": arrivals.webhooks, "largest_webhook": arrivals.largest_webhook}
+        )
 
     async def dump(request: web.Request) -> web.Response:
         return web.json_response({"ids": arrivals.ids, "t": arrivals.times})

@@ -17,6 +17,11 @@ fails with `StoreInUse` before it does anything else. SQLite's own locks do not 
 transactions, so two daemons would each happily resume the same pending deliveries and send them twice. Read-only
 opens (`routes`, `test`, `deliveries`) and commands that change a running daemon's store on purpose (`retry`) take
 no instance lock.
+
+The store carries a schema version (`migrations.py`): a writable open creates a new store at the current version,
+or migrates an older one, before anything else runs on it; a store from a newer release is refused
+(`StoreTooNew`), read-only opens included. New stores are created with `auto_vacuum=INCREMENTAL`, so that
+retention (`retention.py`) can give the file's free pages back to the file system after a large prune.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +43,7 @@ import structlog
 
 from .errors import StoreError
 from .events import Event
+from .migrations import check_known, upgrade
 
 log = structlog.get_logger(__name__)
 
@@ -52,10 +60,11 @@ CREATE TABLE IF NOT EXISTS events (
     type        TEXT NOT NULL,
     body        TEXT NOT NULL,          -- Event.to_json()
     source      TEXT NOT NULL,          -- mqtt | http | internal
-    received_at TEXT NOT NULL,
+    received_at TEXT NOT NULL,          -- UTC, ISO 8601 (sorts as it reads)
     planned     INTEGER NOT NULL DEFAULT 0  -- 1 once its deliveries are in the outbox
 );
 CREATE INDEX IF NOT EXISTS events_unplanned ON events(seq) WHERE planned = 0;
+CREATE INDEX IF NOT EXISTS events_received ON events(received_at);  -- retention's walk, oldest first
 """
 
 
@@ -96,6 +105,9 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self.is_open = False
+        # Once open: the store's schema version, and the one it had before this open migrated it (None: new store).
+        self.schema_version: int | None = None
+        self.found_version: int | None = None
 
     @property
     def lock_path(self) -> Path:
@@ -103,10 +115,11 @@ class Store:
         return self.path.with_name(self.path.name + LOCK_SUFFIX)
 
     async def open(self, *, exclusive: bool = False) -> None:
-        """Create the database file and its tables if needed and start the store's thread.
+        """Create the database file and its tables if needed, migrate an older store, start the store's thread.
 
         `exclusive`: first take the instance lock, held until `close()`; raises `StoreInUse` if another process
-        holds it. The daemon opens its store so. Ignored for a read-only store.
+        holds it. The daemon opens its store so. Ignored for a read-only store, which is never migrated. Raises
+        `StoreTooNew` for a store written by a newer release, `StoreError` if a migration fails.
         """
         if exclusive and not self.readonly:
             self._lock_fd = _lock_instance(self.lock_path, shown=self.path)
@@ -116,7 +129,9 @@ class Store:
             self._release_lock()
             raise
         self.is_open = True
-        log.info("store_opened", path=str(self.path), exclusive=self._lock_fd is not None)
+        log.info(
+            "store_opened", path=str(self.path), exclusive=self._lock_fd is not None, schema_version=self.schema_version
+        )
 
     async def _start_thread(self) -> None:
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -185,25 +200,48 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         if self.readonly:
             conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # fail here, not at the first query
+            try:
+                conn.execute("PRAGMA busy_timeout=5000")
+                # Fails here, not at the first query, for a file that is not a database or a newer store.
+                self.found_version = self.schema_version = check_known(conn, self.path)
+            except BaseException:
+                conn.close()
+                raise
             return conn
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so group commit is explicit.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk (WAL fsynced) before the event is acknowledged, even across a power cut.
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
-        for schema in self._schemas:
-            conn.executescript(schema)
+        try:
+            # Takes effect only for a new database, and only before its first write (the WAL switch below is one);
+            # for an existing store it changes nothing.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk (WAL fsynced) before the event is acknowledged, even across a power cut.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            began = time.monotonic()
+            self.found_version, self.schema_version = upgrade(conn, self._schemas, shown=self.path)
+        except BaseException:
+            conn.close()
+            raise
+        if self.found_version is not None and self.found_version != self.schema_version:
+            log.info(
+                "store_migrated",
+                path=str(self.path),
+                from_version=self.found_version,
+                to_version=self.schema_version,
+                duration_s=round(time.monotonic() - began, 3),
+            )
         return conn
 
     def _serve(self, started: Callable[[BaseException | None], None]) -> None:
         try:
             self._conn = self._connect()
-        except (sqlite3.Error, OSError) as err:
+        except StoreError as err:  # already one line for the admin (a newer store, a failed migration)
+            started(err)
+            return
+        except Exception as err:
             started(StoreError(f"cannot open the store at {self.path}: {err}"))
             return
         started(None)
@@ -331,7 +369,12 @@ def insert_events(conn: sqlite3.Connection, events: Iterable[Event], source: str
     for event in events:
         cursor = conn.execute(
             "INSERT OR IGNORE INTO events (id, type, body, source, received_at) VALUES (?, ?, ?, ?, ?)",
-            (event.id, event.type, event.to_json(), source, event.received_at.isoformat()),
+            (event.id, event.type, event.to_json(), source, utc_text(event.received_at)),
         )
         fresh.append(cursor.rowcount == 1)
     return fresh
+
+
+def utc_text(moment: datetime) -> str:
+    """`moment` as the store writes times: UTC, ISO 8601 to the microsecond, so that text order is time order."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")

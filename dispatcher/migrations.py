@@ -1,0 +1,139 @@
+"""The store's schema version, and the steps that bring a store written by an older release up to it.
+
+The version is the store's, not a module's: one number in the database file's header (`PRAGMA user_version`),
+written when the store is created and raised by each migration. Each module still passes its own `SCHEMA`
+(`CREATE TABLE IF NOT EXISTS …`) to the store, which always describes the current shape of its tables: that is how
+a new store is created, and how a table or an index that an older store lacks is added. A migration step is only
+needed for what `IF NOT EXISTS` cannot express: a column added to an existing table, a changed constraint, rows
+rewritten. Such a step is a function of the connection; it must not assume that every table exists (a store
+opened with fewer schemas, in tests and tools, lacks some), so it checks first.
+
+Opening a writable store (`upgrade`) runs, in one transaction: the steps from the store's version up to
+`SCHEMA_VERSION` in order, then every module's schema, then the new version. A step that fails rolls it all back,
+and the store stays as it was, at its old version. A store from a newer release is refused (`StoreTooNew`), since
+this release cannot know what the newer one changed: the admin upgrades dispatcher again or restores the backup
+taken before the upgrade (docs/deploy.md).
+
+Version 1 is the schema of the first release, which wrote no version (`user_version` 0 in a store that has
+tables): `events`, `deliveries` and the contact tables.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StoreError
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step: what it brings a store of version `version - 1` to `version`, and the function that does it."""
+
+    version: int
+    summary: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+def _to_v2(conn: sqlite3.Connection) -> None:
+    """Nothing to rewrite: version 2 only adds tables and an index, which their schemas create
+    (`dead_letters`, `delivery_retries`, `events_received`)."""
+
+
+# In order, one per version after 1. A new step goes at the end, with the next version number.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        2,
+        "dead letters kept in the store, retries by hand remembered, events indexed by receipt time for retention",
+        _to_v2,
+    ),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+class StoreTooNew(StoreError):
+    """The store was written by a newer release of dispatcher, whose schema this one does not know."""
+
+    def __init__(self, shown: Path | str, version: int, known: int) -> None:
+        super().__init__(
+            f"the store {shown} has schema version {version}; this dispatcher knows up to {known}:"
+            " upgrade dispatcher or restore a backup"
+        )
+        self.version = version
+        self.known = known
+
+
+def stored_version(conn: sqlite3.Connection) -> int | None:
+    """The store's schema version; None for a new database (no tables yet). A store that has tables but no
+    version (`user_version` 0) was written by the first release: version 1."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version:
+        return version
+    has_tables = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' LIMIT 1").fetchone() is not None
+    return 1 if has_tables else None
+
+
+def check_known(conn: sqlite3.Connection, shown: Path | str, *, known: int = SCHEMA_VERSION) -> int | None:
+    """The store's version, after refusing one newer than `known` (`StoreTooNew`). Changes nothing."""
+    version = stored_version(conn)
+    if version is not None and version > known:
+        raise StoreTooNew(shown, version, known)
+    return version
+
+
+def upgrade(
+    conn: sqlite3.Connection,
+    schemas: Sequence[str],
+    *,
+    shown: Path | str,
+    migrations: Sequence[Migration] = MIGRATIONS,
+) -> tuple[int | None, int]:
+    """Bring the store on `conn` (in autocommit mode) to the last version of `migrations`, in one transaction.
+
+    Runs the steps after the store's version in order, then each of `schemas`, then writes the version. Returns
+    (the version found, None for a new store; the version now). Raises `StoreTooNew` for a newer store, and
+    `StoreError` naming both versions when a step fails (nothing of it is kept).
+    """
+    target = migrations[-1].version if migrations else 1
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = check_known(conn, shown, known=target)
+        if found is not None:
+            for step in migrations:
+                if step.version > found:
+                    try:
+                        step.apply(conn)
+                    except sqlite3.Error as err:
+                        raise StoreError(
+                            f"cannot upgrade the store {shown} from schema version {found} to {target}:"
+                            f" version {step.version} failed: {err}"
+                        ) from err
+        for schema in schemas:
+            for statement in split_statements(schema):
+                conn.execute(statement)
+        if found != target:
+            conn.execute(f"PRAGMA user_version = {int(target)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return found, target
+
+
+def split_statements(script: str) -> list[str]:
+    """The SQL statements of `script`, one by one (comments kept), so that they can run in the caller's
+    transaction: `executescript` would commit it first."""
+    statements: list[str] = []
+    start = 0
+    for index, char in enumerate(script):
+        if char == ";" and sqlite3.complete_statement(script[start : index + 1]):
+            statements.append(script[start : index + 1].strip())
+            start = index + 1
+    rest = script[start:].strip()
+    if rest and not all(line.strip().startswith("--") for line in rest.splitlines() if line.strip()):
+        statements.append(rest)  # an unterminated last statement: SQLite runs it (or says what is wrong with it)
+    return statements

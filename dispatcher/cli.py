@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .commands import COMMANDS
+from .commands.common import drop_stdout
 from .errors import DispatcherError, UsageError
 from .logs import configure_logging
 
@@ -47,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"dispatcher: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `dispatcher deliveries | head`: the reader has what it wanted
+        drop_stdout()
+        return 0
     except KeyboardInterrupt:
         return 130
 

@@ -299,6 +299,11 @@ def test_catalog_json(config_file: Path, capsys: pytest.CaptureFixture[str]) -> 
         "preference": None,
         "category": None,
         "aliases": [alias.name for alias in alert.aliases],
+        "account": None,
+        "fields": [
+            {"name": name, "meaning": field.meaning, "example": field.example}
+            for name, field in alert.data_fields.items()
+        ],
     }
     expiring = by_type["AutoSSL/CertificateExpiring"]
     assert (expiring["audience"], expiring["preference"], expiring["category"]) == (

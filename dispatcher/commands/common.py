@@ -64,11 +64,17 @@ def print_out(lines: Iterable[str]) -> None:
             sys.stdout.write(line + "\n")
         sys.stdout.flush()
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, sys.stdout.fileno())
-        finally:
-            os.close(devnull)
+        drop_stdout()
+
+
+def drop_stdout() -> None:
+    """The reader of stdout has gone: point stdout at /dev/null, so that later writes and the interpreter's final
+    flush do not raise `BrokenPipeError` again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def warn(message: str) -> None:

@@ -24,6 +24,7 @@ from .metrics import Metrics
 from .pipeline import Pipeline
 from .probe import resolve_test_recipient
 from .render import check_templates
+from .retention import Retention
 from .routing.recipients import Recipient, RecipientSource, SystemContacts
 from .store import Store
 
@@ -38,6 +39,7 @@ class Dispatcher:
         self.catalog = catalog or load_catalog()
         self.metrics = Metrics()
         self.store = Store(config.store.path, schemas=[outbox.SCHEMA, contacts.SCHEMA, dead_letters.SCHEMA])
+        self.retention = Retention(self.store, config.store.retention_days)
         self.intake = MqttIntake(
             config.bus,
             default_host=config.hostname,
@@ -173,7 +175,9 @@ class Dispatcher:
             async with asyncio.TaskGroup() as tasks:
                 intake = tasks.create_task(self.intake.run(), name="mqtt-intake")
                 tasks.create_task(self.pipeline.run(), name="pipeline")
+                tasks.create_task(self.retention.run(), name="retention")
                 await self._stop_requested.wait()
+                self.retention.stop()
                 log.info("stopping", step="intake")
                 self.intake.stop()
                 await intake

@@ -6,7 +6,8 @@ position of the offending key or value, and `ConfigError(issues)` is raised with
 each (1-based; problems with the file as a whole, such as a missing file, are `FILE: message`).
 
 The walk works on the composed YAML node tree (`yaml.compose`) rather than on constructed Python objects, since only
-the nodes remember where they came from. `null` for a key means the same as leaving the key out: its default.
+the nodes remember where they came from. `null` for a key means the same as leaving the key out: its default (one
+exception: `store.retention_days: null` keeps everything, while left out it is 30 days).
 
 Secrets come from `*_file` keys (read at load, trailing whitespace stripped) or, discouraged, inline keys. They are
 held in `Secret`, whose repr is `<secret>`, and no error message ever quotes a secret's value. Relative paths resolve
@@ -61,6 +62,10 @@ __all__ = [
 BUILTIN_CHANNELS = ("email", "pushbullet", "posturl")
 PLUGIN_GROUP = "dispatcher.channels"
 DEFAULT_STORE_PATH = Path("/var/lib/dispatcher/dispatcher.db")
+# As long as cPanel keeps its own notification history.
+DEFAULT_RETENTION_DAYS = 30
+# A century: more is a typo (and past what a date can hold); null keeps everything.
+MAX_RETENTION_DAYS = 36500
 # Sender processes (`delivery.workers`): each is a Python process of ~40 MB; more than this is a typo.
 MAX_SENDER_WORKERS = 32
 # SPEC §3: a system contact's channels receive All, High and Medium, All unless told otherwise.
@@ -149,9 +154,11 @@ class HttpConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """The SQLite database file."""
+    """The SQLite database file, and for how many days finished events and their delivery records are kept (None:
+    for ever; `retention.py`)."""
 
     path: Path = DEFAULT_STORE_PATH
+    retention_days: int | None = DEFAULT_RETENTION_DAYS
 
 
 @dataclass(frozen=True)
@@ -820,8 +827,17 @@ def _read_http(reader: _Reader, m: _Map) -> HttpConfig:
 
 def _read_store(m: _Map) -> StoreConfig:
     path = m.get("path", m.reader.path, DEFAULT_STORE_PATH)
+    # The one key whose null is not its default: `retention_days: null` keeps everything, as `max_attempts: null`
+    # sets no limit. Left out, it is 30 days.
+    retention_days: int | None = DEFAULT_RETENTION_DAYS
+    if "retention_days" in m.entries:
+        retention_days = m.get(
+            "retention_days", lambda node, path: m.reader.integer(node, path, 1, MAX_RETENTION_DAYS), None
+        )
+        if retention_days is None and m.value_node("retention_days") is not None:
+            retention_days = DEFAULT_RETENTION_DAYS  # a bad value, already reported
     m.finish()
-    return StoreConfig(path=path)
+    return StoreConfig(path=path, retention_days=retention_days)
 
 
 def _read_templates(reader: _Reader, m: _Map) -> TemplatesConfig:

@@ -269,6 +269,23 @@ def test_max_attempts_null_means_no_limit_and_an_integer_a_limit() -> None:
     assert _issues(err) == ["c.yaml:1:26: delivery.max_attempts: expected an integer at least 1, got 0"]
 
 
+def test_retention_days_defaults_to_30_and_null_keeps_everything() -> None:
+    """`store.retention_days` left out is 30 days (as cPanel keeps its history); null keeps everything (the one key
+    whose null is not its default); a positive integer is the limit; 0, a negative number or text is an error."""
+    assert parse_config("store: {}\n").store.retention_days == 30
+    assert default_config("h.example.com").store.retention_days == 30
+    assert parse_config("store: {retention_days: null}\n").store.retention_days is None
+    assert parse_config("store: {retention_days: 7}\n").store.retention_days == 7
+    for value, problem in (
+        ("0", "expected an integer between 1 and 36500, got 0"),
+        ("forever", "expected an integer, got 'forever'"),
+        ("-1", "expected an integer between 1 and 36500, got -1"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            parse_config(f"store: {{retention_days: {value}}}\n", source="c.yaml")
+        assert _issues(err) == [f"c.yaml:1:25: store.retention_days: {problem}"]
+
+
 def test_an_importance_key_that_matches_no_known_type_is_a_warning() -> None:
     """`Foo/*` with no catalog type of application Foo, or an exact type not in the catalog, loads (unknown types
     are allowed) with a `FILE:LINE:COL: warning:` line at the key, suggesting a close name when there is one; keys

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,6 +141,48 @@ def record_plans(
             )
     conn.executemany("UPDATE events SET planned = 1 WHERE id = ?", [(event_id,) for event_id in event_ids])
     return pending
+
+
+def recipient_kind(name: str) -> str:
+    """`root` → system, `account:bob` → account, `contact:34` → contact (the naming of `Recipient.name`)."""
+    kind, sep, _ = name.partition(":")
+    return kind if sep else "system"
+
+
+def record_test_notice(
+    conn: sqlite3.Connection,
+    event: Event,
+    recipient: str,
+    channel: str,
+    outcomes: Sequence[Mapping[str, Any]],
+    now: float,
+) -> None:
+    """Record a test notice (the Contact Manager's Test link) as an event of source `test` with one finished
+    delivery per address, so that `deliveries` lists it beside the rest. No real target is kept: nothing is
+    resumed, and an address or token is better not stored twice."""
+    insert_events(conn, [event], "test")
+    conn.execute("UPDATE events SET planned = 1 WHERE id = ?", (event.id,))
+    conn.executemany(
+        "INSERT INTO deliveries (event_id, event_type, importance, recipient, recipient_kind, channel, target_label,"
+        " status, reason, attempts, created_at, updated_at, sent_at)"
+        " VALUES (?, ?, 'low', ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+        [
+            (
+                event.id,
+                event.type,
+                recipient,
+                recipient_kind(recipient),
+                channel,
+                outcome["target"],
+                outcome["status"],
+                outcome.get("error"),
+                now,
+                now,
+                now if outcome["status"] == "sent" else None,
+            )
+            for outcome in outcomes
+        ],
+    )
 
 
 _PENDING_COLUMNS = (

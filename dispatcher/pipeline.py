@@ -45,6 +45,7 @@ from .outbox import (
     mark_sent,
     mark_suppressed,
     next_due,
+    recipient_kind,
     record_plans,
     suppress_removed_targets,
 )
@@ -108,12 +109,6 @@ def system_targets(config: Config) -> frozenset[tuple[str, str, str]]:
         for channel, targets in system_recipient(contact).targets.items()
         for target in targets
     )
-
-
-def recipient_kind(name: str) -> str:
-    """`root` → system, `account:bob` → account, `contact:34` → contact (the naming of `Recipient.name`)."""
-    kind, sep, _ = name.partition(":")
-    return kind if sep else "system"
 
 
 def _log_delivery(emit: Callable[..., Any], name: str, delivery: PendingDelivery, attempts: int, **extra: Any) -> None:

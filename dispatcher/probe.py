@@ -5,21 +5,27 @@ No outbox, no retries: the admin wants to know at once whether the address works
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+
 from .channels import Channel, DeliveryError
 from .config import Config
 from .contacts.accounts import read_contact_info
 from .contacts.recipients import account_recipient
-from .errors import DispatcherError
+from .errors import DispatcherError, StoreError
 from .events import Event
 from .levels import Importance
+from .outbox import record_test_notice
 from .render import Renderer
 from .routing.recipients import Recipient, system_recipient
 from .store import Store
+
+log = structlog.get_logger(__name__)
 
 TEST_EVENT_TYPE = "Application/base"
 
@@ -43,9 +49,17 @@ def system_contact(config: Config, name: str) -> Recipient:
 
 
 async def send_test_notice(
-    *, config: Config, renderer: Renderer, channels: Mapping[str, Channel], recipient: Recipient, channel_name: str
+    *,
+    config: Config,
+    renderer: Renderer,
+    channels: Mapping[str, Channel],
+    recipient: Recipient,
+    channel_name: str,
+    store: Store | None = None,
 ) -> list[dict[str, Any]]:
-    """Send a test notice to every address `recipient` has on `channel_name`; one outcome per address."""
+    """Send a test notice to every address `recipient` has on `channel_name`; one outcome per address. With a
+    writable `store`, the notice and its outcomes are recorded there once sent (a failure to record is logged:
+    the notice went out all the same)."""
     channel = channels.get(channel_name)
     if channel is None:
         raise DispatcherError(f"unknown channel {channel_name!r} (available: {', '.join(channels)})")
@@ -80,4 +94,12 @@ async def send_test_notice(
         else:
             outcome.update(status="sent")
         outcomes.append(outcome)
+    if store is not None:
+        recorded_at = time.time()
+        try:
+            await store.run(
+                lambda conn: record_test_notice(conn, event, recipient.name, channel_name, outcomes, recorded_at)
+            )
+        except StoreError as err:
+            log.warning("test_notice_not_recorded", event_id=event.id, error=str(err))
     return outcomes

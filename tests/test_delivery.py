@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,39 @@ async def test_a_webhook_that_fails_three_times_gets_the_message_once_after_back
     assert requests[-1].form["key"] == "abc"  # the query string moved into the body
     await asyncio.sleep(0.3)
     assert len(webhook.requests) == 4  # sent once: nothing after the 200
+
+
+async def test_deliveries_shows_when_a_waiting_delivery_is_tried_next(
+    make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession, webhook: WebhookSink
+) -> None:
+    """A delivery waiting for its retry is listed by `dispatcher deliveries` with the time of its next attempt;
+    finished ones show none."""
+    webhook.respond((503, {}, "busy"))
+    config = make_config(
+        delivery={"backoff_initial_s": 600, "backoff_max_s": 600},
+        contacts={"root": {"posturl": [webhook.url], "receives": {"posturl": "all"}}},
+    )
+    daemon = await start_daemon(config)
+    event_id = await submit(daemon, http, type="Backup/Failure", data={"error": "x"})
+    await webhook.wait_for(1)
+    await wait_until(lambda: _attempted(daemon, http, event_id))
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "dispatcher", "deliveries", "-c", str(config), "--event", event_id],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    header, row = result.stdout.splitlines()
+    assert "next attempt" in header
+    next_at = datetime.strptime(row[header.index("next attempt") :].split("  ")[0], "%Y-%m-%d %H:%M:%S")
+    wait_s = (next_at.replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds()
+    assert 60 < wait_s <= 600, (row, wait_s)  # the backoff (with jitter) from the first failure
+
+
+async def _attempted(daemon: RunningDaemon, http: aiohttp.ClientSession, event_id: str) -> bool:
+    rows = await deliveries(daemon, http, event_id=event_id)
+    return bool(rows) and rows[0]["attempts"] == 1
 
 
 async def test_a_permanent_failure_fails_at_once_and_root_hears_of_it(
@@ -310,6 +344,14 @@ async def test_the_test_link_sends_now_on_each_channel(
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("sent: root via " + channel)
     assert len(smtp.messages) == 2 and len(webhook.requests) == 2
+
+    # Each notice is recorded beside the other deliveries, the API's three and the command line's two.
+    listed = await deliveries(daemon, http)
+    assert sorted((row["channel"], row["status"]) for row in listed) == sorted(
+        [("email", "sent"), ("pushbullet", "sent"), ("posturl", "sent"), ("email", "sent"), ("posturl", "sent")]
+    )
+    assert {row["recipient"] for row in listed} == {"root"}
+    assert PUSH_TOKEN not in json.dumps(listed)
 
 
 @pytest.mark.slow

@@ -48,6 +48,7 @@ def handle(args: argparse.Namespace) -> int:
         "status",
         "attempts",
         "updated",
+        "next attempt",
         "reason",
     )
     table = [
@@ -60,7 +61,8 @@ def handle(args: argparse.Namespace) -> int:
             row["target"] or "-",
             row["status"],
             str(row["attempts"]),
-            datetime.fromtimestamp(row["updated_at"], UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            _when(row["updated_at"]),
+            _when(row["next_attempt_at"]) if row["status"] == "pending" and row["next_attempt_at"] else "-",
             row["reason"] or "",
         )
         for row in rows
@@ -72,3 +74,7 @@ def handle(args: argparse.Namespace) -> int:
     for line in (columns, *table):
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     return 0
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")

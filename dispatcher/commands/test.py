@@ -41,13 +41,25 @@ async def _send(config, spec: str, channel_name: str) -> int:  # type: ignore[no
         await store.close()
     renderer = Renderer(load_catalog(), templates_dir=config.templates.dir, hostname=config.hostname)
     channels = build_channels(config)
+    # Recorded in the daemon's store when there is one (a plain writable open, which a running daemon allows);
+    # a first test before the daemon ever ran creates no store.
+    record_in = Store(config.store.path) if config.store.path.exists() else None
     try:
+        if record_in is not None:
+            await record_in.open()
         outcomes = await send_test_notice(
-            config=config, renderer=renderer, channels=channels, recipient=recipient, channel_name=channel_name
+            config=config,
+            renderer=renderer,
+            channels=channels,
+            recipient=recipient,
+            channel_name=channel_name,
+            store=record_in,
         )
     finally:
         for channel in channels.values():
             await channel.close()
+        if record_in is not None:
+            await record_in.close()
     for outcome in outcomes:
         line = f"{outcome['status']}: {recipient.name} via {outcome['channel']} to {outcome['target']}"
         print(line + (f": {outcome['error']}" if outcome.get("error") else ""))

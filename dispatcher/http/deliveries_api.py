@@ -76,6 +76,7 @@ async def post_test(request: web.Request) -> web.Response:
             channels=channels,
             recipient=recipient,
             channel_name=channel_name,
+            store=dispatcher.store,
         )
     except DispatcherError as err:
         return server.json_error(404 if "no " in str(err) else 400, str(err))

@@ -230,7 +230,7 @@ def parse_event(
         problems.append(f"unknown field(s): {names} (custom values belong in data)")
 
     def name_of(name: str, max_chars: int) -> str | None:
-        value = field_of(name, (str,), "a string")
+        value: str | None = field_of(name, (str,), "a string")
         if value is None:
             return None
         if len(value) > max_chars:

@@ -9,7 +9,8 @@ import logging
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from collections.abc import MutableMapping
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -97,7 +98,7 @@ class _TimeStamper:
         self._second = -1
         self._prefix = ""
 
-    def __call__(self, logger: Any, name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         now = time.time()
         second = int(now)
         if second != self._second:
@@ -119,7 +120,9 @@ def configure_logging(
     The daemon logs to stdout at INFO; the other commands (`quiet`) log only warnings, on stderr, so their
     stdout holds only their answer.
     """
-    stream = stream or _StandardStream("stderr" if quiet else "stdout")  # type: ignore[assignment]
+    if stream is None:
+        # Duck-typed: it writes, flushes and answers isatty() like the TextIO it stands for.
+        stream = cast(TextIO, _StandardStream("stderr" if quiet else "stdout"))
     if json_lines is None:
         json_lines = not stream.isatty()
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
@@ -128,7 +131,7 @@ def configure_logging(
     if _writer is not None:
         _writer.flush()  # what the old configuration logged goes where it was meant to
     _writer = writer = _LineWriter(stream)
-    shared = [
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,  # event_id / event_type bound per event
         structlog.processors.add_log_level,
         _TimeStamper(),

@@ -313,7 +313,8 @@ def retry_failed(
     """Put failed deliveries back to pending, due at `now`: the one with `delivery_id`, those of `event_id` (both
     given: the one if it belongs to that event), or every failed one if neither is given. Each gets a fresh retry
     budget (see the module's docstring); its attempts so far and its last error stay on the record. How many."""
-    clauses, params = ["status = 'failed'"], []
+    clauses: list[str] = ["status = 'failed'"]
+    params: list[int | str] = []
     if delivery_id is not None:
         clauses.append("id = ?")
         params.append(delivery_id)

@@ -71,7 +71,7 @@ class Unreachable(Exception):
 class Headers(dict[str, str]):
     """An answer's headers by lower-case name (the last of a repeated header); `get` takes any case."""
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return super().get(name.lower(), default)
 
 

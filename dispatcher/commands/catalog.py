@@ -22,14 +22,14 @@ from ..catalog import FALLBACK_TYPE, AlertType, Catalog, DataField, load_catalog
 from ..config import Config
 from ..errors import DispatcherError, UsageError
 from ..routing.importance import ImportanceSource, explain_importance
-from .common import add_config_option, config_from, print_out, suggest_type
+from .common import SubParsers, add_config_option, config_from, print_out, suggest_type
 
 # The order audiences are shown in: the Contact Manager's own first.
 _AUDIENCE_ORDER = ("system", "account")
 MARKDOWN_COMMAND = "dispatcher catalog --markdown > docs/events.md"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: SubParsers) -> None:
     parser = sub.add_parser(
         "catalog",
         help="list the alert types with name, effective importance, audience and preference key, or show one type",

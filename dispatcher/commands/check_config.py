@@ -11,10 +11,10 @@ import sys
 
 from ..config import load_config
 from ..errors import ConfigError
-from .common import add_config_option
+from .common import SubParsers, add_config_option
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: SubParsers) -> None:
     parser = sub.add_parser("check-config", help="validate the configuration and compile all templates")
     add_config_option(parser)
     parser.set_defaults(handler=handle)

@@ -9,11 +9,18 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from ..catalog import FALLBACK_TYPE, Catalog
 from ..config import Config, default_config, load_config
 from ..errors import UsageError
+
+
+class SubParsers(Protocol):
+    """What `ArgumentParser.add_subparsers()` returns, as far as a command needs it (argparse names its class
+    privately)."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
 
 
 def add_config_option(parser: argparse.ArgumentParser, *, required: bool = True) -> None:

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 
 from ..errors import DispatcherError
 from ..outbox import STATUSES, list_deliveries
-from .common import add_config_option, config_from
+from .common import SubParsers, add_config_option, config_from
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: SubParsers) -> None:
     parser = sub.add_parser("deliveries", help="list recorded deliveries")
     add_config_option(parser)
     parser.add_argument("--event", dest="event_id", metavar="ID", help="only the deliveries of this event")

@@ -18,6 +18,7 @@ from ..errors import UsageError
 from ..events import Event, InvalidEvent, parse_event
 from ..intake.mqtt import publish_event
 from .common import (
+    SubParsers,
     add_config_option,
     add_data_option,
     config_from,
@@ -31,7 +32,7 @@ from .common import (
 )
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: SubParsers) -> None:
     parser = sub.add_parser("publish", help="publish one event on the configured bus")
     parser.add_argument("type", metavar="TYPE", help="the event type, App/Event")
     add_config_option(parser)

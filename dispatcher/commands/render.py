@@ -23,6 +23,7 @@ from ..render import TEXT_ONLY_CHANNELS, Renderer
 from ..routing.importance import effective_importance
 from ..routing.recipients import Recipient
 from .common import (
+    SubParsers,
     add_config_option,
     add_data_option,
     config_from,
@@ -40,7 +41,7 @@ CHANNELS = ("email", "pushbullet", "posturl")
 PREVIEW_ACCOUNT = "example"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: SubParsers) -> None:
     parser = sub.add_parser("render", help="print the rendered subject, text and HTML of an event type")
     parser.add_argument("type", metavar="TYPE", help="the event type, App/Event")
     add_config_option(parser, required=False)

@@ -14,10 +14,10 @@ import time
 from .. import outbox
 from ..errors import DispatcherError
 from ..store import Store
-from .common import add_config_option, config_from
+from .common import SubParsers, add_config_option, config_from
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: SubParsers) -> None:
     parser = sub.add_parser("retry", help="put failed deliveries back to pending now")
     add_config_option(parser)
     which = parser.add_mutually_exclusive_group(required=True)

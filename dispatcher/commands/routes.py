@@ -29,7 +29,7 @@ from ..routing.routes import select_contacts
 from ..senders import build_channels
 from ..store import Store
 from .catalog import format_table, importance_text
-from .common import add_config_option, add_data_option, config_from, parse_data
+from .common import SubParsers, add_config_option, add_data_option, config_from, parse_data
 
 if TYPE_CHECKING:
     from ..catalog import AlertType, Catalog
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 TargetDescriber = Callable[[str, str], str]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: SubParsers) -> None:
     parser = sub.add_parser(
         "routes",
         help="print the deliveries an event would make (recipient, channel, target, or why not); sends nothing",

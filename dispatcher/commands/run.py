@@ -17,12 +17,12 @@ from ..app import Dispatcher
 from ..config import Config, load_config
 from ..logs import configure_logging
 from ..systemd import Notifier, notify_reload, notify_stopping, supervise
-from .common import add_config_option
+from .common import SubParsers, add_config_option
 
 log = structlog.get_logger(__name__)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: SubParsers) -> None:
     parser = sub.add_parser("run", help="run the daemon (foreground, logs to stdout)")
     add_config_option(parser)
     parser.set_defaults(handler=handle)

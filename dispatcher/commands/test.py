@@ -15,10 +15,10 @@ from ..render import Renderer
 from ..routing.recipients import Recipient
 from ..senders import build_channels
 from ..store import Store
-from .common import add_config_option, config_from
+from .common import SubParsers, add_config_option, config_from
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: SubParsers) -> None:
     parser = sub.add_parser("test", help="send a test notification now")
     parser.add_argument("recipient", metavar="RECIPIENT", help="a system contact name, or account:NAME")
     parser.add_argument("channel", metavar="CHANNEL", help="email, pushbullet, posturl or a plugin channel")

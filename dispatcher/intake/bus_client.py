@@ -117,7 +117,7 @@ class BusClient:
         properties = None
         clean_start: Any = mqtt.MQTT_CLEAN_START_FIRST_ONLY
         if self._v5:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
             if self._persistent:
                 properties.SessionExpiryInterval = SESSION_NEVER_EXPIRES
                 clean_start = False
@@ -171,7 +171,7 @@ class BusClient:
     def subscribe(self, topic: str, qos: int = 1) -> asyncio.Future[list[ReasonCode]]:
         """Send SUBSCRIBE; the future gets the SUBACK's reason codes."""
         result, mid = self._paho.subscribe(topic, qos)
-        if result != mqtt.MQTT_ERR_SUCCESS:
+        if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
             raise BusError(f"cannot subscribe to {topic}: {mqtt.error_string(result)}")
         assert self._loop is not None
         future: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
@@ -184,7 +184,7 @@ class BusClient:
         """Queue a PUBLISH; the future completes when the broker has it (PUBACK at QoS 1, sent at QoS 0)."""
         properties = None
         if self._v5 and user_properties:
-            properties = Properties(PacketTypes.PUBLISH)
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho leaves it untyped
             properties.UserProperty = user_properties
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
@@ -318,7 +318,8 @@ class BusClient:
                 self.lost.set_result(None)
             else:
                 self.lost.set_exception(error)
-        for future in [*self._pending_publishes.values(), *self._pending_subscribes.values()]:
+        pending: list[asyncio.Future[Any]] = [*self._pending_publishes.values(), *self._pending_subscribes.values()]
+        for future in pending:
             if not future.done():
                 future.set_exception(error)
         self._pending_publishes.clear()

@@ -11,6 +11,7 @@ broker has acknowledged its republication (QoS 1); a connection lost before that
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 from base64 import b64encode
@@ -139,7 +140,7 @@ class DeadLetterPublisher:
                 await asyncio.gather(*(self._publish(client, letter) for _, letter in batch))
                 log.debug("dead_letters_published", count=len(batch), topic=self.bus.dead_letter_topic)
             done_with = [seq for seq, _ in batch]
-            await self._store.run(lambda conn, seqs=done_with: delete_published(conn, seqs), durable=False)
+            await self._store.run(functools.partial(delete_published, seqs=done_with), durable=False)
 
     async def _publish(self, client: BusClient, letter: DeadLetter) -> None:
         reason = f"{letter.reason}: {letter.message}"

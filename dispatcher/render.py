@@ -8,6 +8,10 @@ Rendering never fails: a template that is missing, does not compile or raises wh
 `Application/base` (the error is logged with the template's name), and if even that fails, to the shipped
 `Application/base`, and finally to a fixed plain message. A missing `.text.j2` is derived from the HTML.
 
+An event a bridge brought in with a message of its own (`data._bridge`, set by `POST /api/v1/ingest/cpanel`) is
+rendered with that bridge's templates (`Bridge/cPanel`) whatever its type: cPanel's subject and body in our layout.
+Its importance, its recipients and the `alert` its footer names still come from its own type.
+
 The engine, not the templates, adds the subject prefix (`[hostname]` for system contacts, `[account]` for an
 account's own contacts), makes the subject one clean line, and wraps the text part at 72 columns.
 """
@@ -55,6 +59,10 @@ NOT_GIVEN = "(not given)"
 TEXT_ONLY_CHANNELS = frozenset({"pushbullet", "posturl"})
 # Recipient kinds whose notices about an account are prefixed with the account rather than the hostname.
 ACCOUNT_SIDE_KINDS = frozenset({"account", "client", "contact"})
+# The data key a bridge marks its events with, and the template set each bridge's events are rendered with: the
+# message the bridge's sender wrote (`data.subject`, `data.body`), not the one their type's templates would write.
+BRIDGE_KEY = "_bridge"
+BRIDGE_TEMPLATES = {"cpanel": "Bridge/cPanel"}
 
 
 def shipped_templates_dir() -> Path:
@@ -62,6 +70,15 @@ def shipped_templates_dir() -> Path:
     package_dir = Path(dispatcher.__file__).resolve().parent
     inside = package_dir / "templates"
     return inside if inside.is_dir() else package_dir.parent / "templates"
+
+
+def template_type(event: Event) -> str:
+    """The template set `event` is rendered with: its bridge's (`data._bridge` naming one of `BRIDGE_TEMPLATES`),
+    else its type's."""
+    bridge = event.data.get(BRIDGE_KEY)
+    if type(bridge) is str and bridge in BRIDGE_TEMPLATES:
+        return BRIDGE_TEMPLATES[bridge]
+    return event.type
 
 
 def template_name(event_type: str, part: str) -> str:
@@ -326,6 +343,22 @@ def filter_url(value: Any) -> str:
     return text if re.match(r"(?i)^(https?://|mailto:)[^\s]+$", text) else "#"
 
 
+def filter_paragraphs(value: Any) -> list[list[str]]:
+    """Plain text as paragraphs of lines, for HTML (`<p>` per paragraph, `<br>` between lines, each line escaped):
+    blank lines part paragraphs, any line break style is read, trailing spaces go; missing or blank gives []."""
+    if _is_missing(value):
+        return []
+    text = str(_finalize(value)).replace("\r\n", "\n").replace("\r", "\n")
+    paragraphs: list[list[str]] = [[]]
+    for line in text.split("\n"):
+        line = line.rstrip()
+        if line:
+            paragraphs[-1].append(line)
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    return [lines for lines in paragraphs if lines]
+
+
 def filter_show(value: Any) -> str:
     """A value as the text a reader sees: missing as `(not given)`, lists as `a, b, c` (for `|indent` and co.)."""
     return NOT_GIVEN if isinstance(value, jinja2.Undefined) else str(_finalize(value))
@@ -395,6 +428,7 @@ FILTERS: dict[str, Any] = {
     "percent": filter_percent,
     "yesno": filter_yesno,
     "article": filter_article,
+    "paragraphs": filter_paragraphs,
 }
 
 
@@ -920,7 +954,7 @@ class Renderer:
         """The message `channel` sends to `recipient` about `event`. Never raises for template errors."""
         context = self.context(event, importance=importance, recipient=recipient)
         want_html = channel not in TEXT_ONLY_CHANNELS
-        templates = self._templates_for(event.type)
+        templates = self._templates_for(template_type(event))
         try:
             subject, text, html = self._render_set(templates, context, want_html=want_html)
         except _RenderFailed as failed:

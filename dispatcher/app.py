@@ -18,6 +18,7 @@ from .catalog import Catalog, load_catalog
 from .config import Config, load_config
 from .errors import ConfigError, DispatcherError
 from .events import Event
+from .http.server import build_app
 from .intake import dead_letters
 from .intake.mqtt import MqttIntake, Rejection
 from .metrics import Metrics
@@ -70,10 +71,6 @@ class Dispatcher:
         The order matters: when two recipients share an address, the first one's delivery is kept.
         """
         return [SystemContacts(), *contacts.recipient_sources(self.store)]
-
-    def http_route_setups(self) -> list[Callable[[web.Application], None]]:
-        """Route modules mounted beside the events API: contacts and their cPanel and WHMCS dialects."""
-        return [contacts.setup_routes]
 
     def on_recorded(self, callback: Callable[[Sequence[Event]], None]) -> None:
         """Call `callback(new_events)` after each durable commit of new events (the pipeline's wake-up)."""
@@ -163,8 +160,6 @@ class Dispatcher:
         log.info("http_listening", host=self.config.http.listen_host, port=self.http_port)
 
     def _build_http_app(self) -> web.Application:
-        from .http.server import build_app
-
         return build_app(self)
 
     async def run(self) -> None:

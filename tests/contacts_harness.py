@@ -19,9 +19,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from dispatcher.config import Config, parse_config
-from dispatcher.contacts import SCHEMA, setup_routes
+from dispatcher.contacts import SCHEMA
 from dispatcher.events import Event
-from dispatcher.http.server import DISPATCHER, require_token
+from dispatcher.http.base import DISPATCHER
+from dispatcher.http.server import require_token
+from dispatcher.http.server import setup_contact_routes as setup_routes
 from dispatcher.store import Store
 
 TOKEN = "contacts-test-token-7d1e"

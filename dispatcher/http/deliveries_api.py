@@ -12,7 +12,7 @@ from ..errors import DispatcherError
 from ..outbox import STATUSES, list_deliveries
 from ..probe import send_test_notice
 from ..untrusted_json import quote
-from . import server
+from .base import DISPATCHER, UnreadableBody, json_error, read_json
 
 MAX_LIMIT = 1000
 # The longest `recipient` or `channel` of a test request: far above any contact or channel name.
@@ -22,7 +22,7 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 async def get_deliveries(request: web.Request) -> web.Response:
     """Delivery records, newest first, filtered by `event_id` and `status`, at most `limit` (default 100)."""
-    dispatcher = request.app[server.DISPATCHER]
+    dispatcher = request.app[DISPATCHER]
     status = request.query.get("status") or None
     problems = []
     if status is not None and status not in STATUSES:
@@ -33,7 +33,7 @@ async def get_deliveries(request: web.Request) -> web.Response:
     if not 1 <= limit <= MAX_LIMIT:
         problems.append(f"limit: must be a whole number from 1 to {MAX_LIMIT}")
     if problems:
-        return server.json_error(400, "bad query", problems)
+        return json_error(400, "bad query", problems)
     event_id = request.query.get("event_id") or None
     rows = await dispatcher.store.run(lambda conn: list_deliveries(conn, event_id=event_id, status=status, limit=limit))
     return web.json_response({"deliveries": rows})
@@ -47,27 +47,27 @@ async def post_test(request: web.Request) -> web.Response:
     404 for a system contact that does not exist or a recipient without an address on the channel. Quoted names
     are cut short.
     """
-    dispatcher = request.app[server.DISPATCHER]
+    dispatcher = request.app[DISPATCHER]
     try:
-        body = await server.read_json(request)
-    except server.UnreadableBody as err:
-        return server.json_error(400, str(err))
+        body = await read_json(request)
+    except UnreadableBody as err:
+        return json_error(400, str(err))
     if not isinstance(body, dict):
-        return server.json_error(400, "body must be a JSON object")
+        return json_error(400, "body must be a JSON object")
     problems = [problem for key in ("recipient", "channel") if (problem := _name_problem(key, body.get(key)))]
     if problems:
-        return server.json_error(400, "bad request", problems)
+        return json_error(400, "bad request", problems)
     spec, channel_name = body["recipient"], body["channel"]
     if spec.startswith("account:"):
         problem = account_name_problem(spec.removeprefix("account:"))
         if problem:
-            return server.json_error(400, "bad request", [f"recipient: {problem}"])
+            return json_error(400, "bad request", [f"recipient: {problem}"])
     elif spec not in dispatcher.config.contacts:
         known = ", ".join(dispatcher.config.contacts) or "none"
-        return server.json_error(404, f"no system contact named {quote(spec)} (known: {known})")
+        return json_error(404, f"no system contact named {quote(spec)} (known: {known})")
     channels = dispatcher.pipeline.channels
     if channel_name not in channels:
-        return server.json_error(400, f"unknown channel {quote(channel_name)} (available: {', '.join(channels)})")
+        return json_error(400, f"unknown channel {quote(channel_name)} (available: {', '.join(channels)})")
     try:
         recipient = await dispatcher.test_recipient(spec)
         outcomes = await send_test_notice(
@@ -79,7 +79,7 @@ async def post_test(request: web.Request) -> web.Response:
             store=dispatcher.store,
         )
     except DispatcherError as err:
-        return server.json_error(404 if "no " in str(err) else 400, str(err))
+        return json_error(404 if "no " in str(err) else 400, str(err))
     ok = all(outcome["status"] == "sent" for outcome in outcomes)
     return web.json_response({"ok": ok, "results": outcomes}, status=200 if ok else 502)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import server
+from .base import DISPATCHER
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -12,14 +12,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    dispatcher = request.app[server.DISPATCHER]
+    dispatcher = request.app[DISPATCHER]
     checks = {"store": dispatcher.store.is_open, "bus": dispatcher.bus_connected}
     ready = all(checks.values())
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    dispatcher = request.app[server.DISPATCHER]
+    dispatcher = request.app[DISPATCHER]
     await dispatcher.refresh_gauges()
     body = dispatcher.metrics.render()
     return web.Response(body=body, headers={"Content-Type": dispatcher.metrics.content_type})

@@ -17,7 +17,7 @@ from aiohttp import web
 from ..errors import StoreError
 from ..outbox import retry_failed
 from ..untrusted_json import UntrustedJsonError, decode, quote
-from . import server
+from .base import DISPATCHER, json_error
 
 log = structlog.get_logger(__name__)
 
@@ -45,20 +45,20 @@ def read_selection(body: Any) -> tuple[dict[str, Any], list[str]]:
 async def post_retry(request: web.Request) -> web.Response:
     """200 `{"retried": N}` (N may be 0: nothing failed matched); 400 `{"error", "details"}` for a bad body; 503
     if the store could not be written."""
-    dispatcher = request.app[server.DISPATCHER]
+    dispatcher = request.app[DISPATCHER]
     try:
         body = decode(await request.read(), what="body")
     except UntrustedJsonError as err:
-        return server.json_error(400, str(err))
+        return json_error(400, str(err))
     selection, problems = read_selection(body)
     if problems:
-        return server.json_error(400, "bad request", problems)
+        return json_error(400, "bad request", problems)
     now = time.time()
     try:
         retried = await dispatcher.store.run(lambda conn: retry_failed(conn, **selection, now=now))
     except StoreError as err:
         log.error("deliveries_not_retried", error=str(err))
-        return server.json_error(503, "the deliveries could not be put back; try again", [str(err)])
+        return json_error(503, "the deliveries could not be put back; try again", [str(err)])
     if retried:
         dispatcher.pipeline.look_for_pending_now()
     log.info(

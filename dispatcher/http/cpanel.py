@@ -22,10 +22,8 @@ import structlog
 from aiohttp import web
 from multidict import MultiDict
 
-from ..http.server import DISPATCHER, read_form
-from ..untrusted_json import QUOTE_CHARS, quote
-from . import accounts
-from .model import (
+from ..contacts import accounts
+from ..contacts.model import (
     ACCOUNT_FIELDS,
     AccountContactInfo,
     ContactsError,
@@ -34,6 +32,8 @@ from .model import (
     parameter_problems,
     text_problem,
 )
+from ..untrusted_json import QUOTE_CHARS, quote
+from .base import DISPATCHER, read_form
 
 log = structlog.get_logger(__name__)
 

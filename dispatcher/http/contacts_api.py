@@ -23,10 +23,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from ..http.server import DISPATCHER, UnreadableBody, json_error, read_json
-from ..untrusted_json import quote
-from . import accounts, clients
-from .model import (
+from ..contacts import accounts, clients
+from ..contacts.model import (
     CLIENT_NOT_FOUND,
     CONTACT_NOT_FOUND,
     ContactsError,
@@ -35,6 +33,8 @@ from .model import (
     validate_client_fields,
     validate_contact_fields,
 )
+from ..untrusted_json import quote
+from .base import DISPATCHER, UnreadableBody, json_error, read_json
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +46,7 @@ class BadBody(Exception):
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body (decoded by `http.server.read_json`), or `BadBody` saying why not."""
+    """The request's JSON object body (decoded by `base.read_json`), or `BadBody` saying why not."""
     try:
         body = await read_json(request)
     except UnreadableBody as err:

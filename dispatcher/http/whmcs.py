@@ -26,9 +26,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from ..http.server import DISPATCHER, UnreadableBody, read_form, read_json
-from . import clients
-from .model import (
+from ..contacts import clients
+from ..contacts.model import (
     CATEGORIES,
     CLIENT_NOT_FOUND,
     CONTACT_NOT_FOUND,
@@ -41,6 +40,7 @@ from .model import (
     parse_id,
     validate_contact_fields,
 )
+from .base import DISPATCHER, UnreadableBody, read_form, read_json
 
 log = structlog.get_logger(__name__)
 

@@ -336,7 +336,6 @@ async def test_intake_keeps_committing_while_a_large_prune_runs(tmp_path: Path) 
     await store.close()
 
 
-@pytest.mark.slow
 async def test_the_daemon_prunes_with_its_configured_limit(tmp_path: Path, make_config: Callable[..., Path]) -> None:
     """The daemon starts the retention task with `store.retention_days` from its config (here 7): an event
     finished 8 days ago is gone after the first pass, one from 6 days ago stays."""

@@ -52,7 +52,9 @@ from .outbox import (
 from .render import Renderer
 from .routing.planner import Plan, plan_event
 from .routing.recipients import RecipientSource, system_recipient
-from .senders import LocalSender, SenderPool, SendJob, build_channels, channel_concurrency, close_channels
+from .senders.channel_set import build_channels, channel_concurrency, close_channels
+from .senders.local import LocalSender, SendJob
+from .senders.pool import SenderPool
 
 if TYPE_CHECKING:
     from .config import Config, DeliveryConfig

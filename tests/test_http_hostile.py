@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from dispatcher.app import Dispatcher
 from dispatcher.config import load_config
 from dispatcher.http.server import answer_unexpected, build_app
-from dispatcher.senders import close_channels
+from dispatcher.senders.channel_set import close_channels
 
 from .servers import WebhookSink
 

@@ -22,12 +22,14 @@ import aiomqtt
 import pytest
 import yaml
 
-from dispatcher import senders
 from dispatcher.catalog import load_catalog
 from dispatcher.channels import BUILTIN_CHANNELS, Channel, Message
 from dispatcher.config import load_config
 from dispatcher.events import Event
-from dispatcher.senders import LocalSender, SenderPool
+from dispatcher.senders import channel_set, child, local, protocol
+from dispatcher.senders import pool as sender_pool
+from dispatcher.senders.local import LocalSender
+from dispatcher.senders.pool import SenderPool
 
 from .brokers import Mosquitto
 from .conftest import RunningDaemon, wait_until
@@ -224,9 +226,9 @@ async def test_a_sender_process_whose_answer_is_overdue_is_killed_and_replaced(
     """A sender process stuck without exiting (SIGSTOP): past the answer's bound it is killed (it can never wake up
     and send what it held), the attempt fails as retryable, "the sender process did not answer", and the retry is
     delivered once by the process that replaces it."""
-    monkeypatch.setattr(senders, "attempt_timeout_s", lambda section: 0.3)  # the daemon's side only
-    monkeypatch.setattr(senders, "ANSWER_GRACE_S", 0.2)
-    monkeypatch.setattr(senders, "WATCH_INTERVAL_S", 0.1)
+    monkeypatch.setattr(sender_pool, "attempt_timeout_s", lambda section: 0.3)  # the daemon's side only
+    monkeypatch.setattr(sender_pool, "ANSWER_GRACE_S", 0.2)
+    monkeypatch.setattr(sender_pool, "WATCH_INTERVAL_S", 0.1)
     async with WebhookSink() as webhook:
         config = make_config(delivery={**FAST_RETRIES, "workers": 1}, contacts=webhook_contacts(webhook))
         daemon = await start_daemon(config)
@@ -277,39 +279,39 @@ async def test_a_sender_process_ends_an_attempt_past_its_bound(
     """The sender process's side, in this process: a job whose channel hangs is cancelled at the attempt's bound
     and answered "timed out" (retryable); a job that gets through is answered at once; meanwhile the process says
     it is alive every WATCH_INTERVAL_S."""
-    monkeypatch.setattr(senders, "available_channels", lambda: {"hang": _HangingChannel, **BUILTIN_CHANNELS})
-    monkeypatch.setattr(senders, "attempt_timeout_s", lambda section: 0.3)
-    monkeypatch.setattr(senders, "WATCH_INTERVAL_S", 0.05)
+    monkeypatch.setattr(channel_set, "available_channels", lambda: {"hang": _HangingChannel, **BUILTIN_CHANNELS})
+    monkeypatch.setattr(local, "attempt_timeout_s", lambda section: 0.3)
+    monkeypatch.setattr(child, "WATCH_INTERVAL_S", 0.05)
     config = load_config(make_config())
     ours, theirs = socket.socketpair()
     service_reader, service_writer = await asyncio.open_unix_connection(sock=theirs)
-    service = asyncio.create_task(senders._SenderService(service_reader, service_writer).serve())
+    service = asyncio.create_task(child._SenderService(service_reader, service_writer).serve())
     reader, writer = await asyncio.open_unix_connection(sock=ours)
 
     def send_frame(frame: Any) -> None:
         body = pickle.dumps(frame)
-        writer.write(senders._HEADER.pack(len(body)) + body)
+        writer.write(protocol.HEADER.pack(len(body)) + body)
 
     alive = 0
 
     async def read_outcomes() -> Any:
         nonlocal alive
-        while (frame := await asyncio.wait_for(senders._read_frame(reader), 5)) == ("alive",):
+        while (frame := await asyncio.wait_for(protocol.read_frame(reader), 5)) == ("alive",):
             alive += 1
         return frame
 
     event = Event(
         id="e-1", type="Backup/Failure", occurred_at=datetime.now(UTC), host="h", account=None, client_id=None, data={}
     )
-    job = senders.SendJob(
+    job = local.SendJob(
         event=event, channel="hang", target="t", importance="high", recipient_kind="system", recipient="r"
     )
-    missing = senders.SendJob(
+    missing = local.SendJob(
         event=event, channel="nowhere", target="t", importance="high", recipient_kind="system", recipient="r"
     )
     try:
         send_frame(("init", config, load_catalog()))
-        assert await senders._read_frame(reader) == ("ready",)
+        assert await protocol.read_frame(reader) == ("ready",)
         started = asyncio.get_running_loop().time()
         start_by = time.monotonic() + 5
         send_frame(("jobs", [(1, start_by, job), (2, start_by, missing)]))

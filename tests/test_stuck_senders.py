@@ -25,12 +25,13 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from dispatcher import senders
 from dispatcher.catalog import load_catalog
 from dispatcher.channels import BUILTIN_CHANNELS, Channel, Message
 from dispatcher.config import load_config
 from dispatcher.events import Event
-from dispatcher.senders import SenderPool
+from dispatcher.senders import channel_set, child, local, protocol
+from dispatcher.senders import pool as sender_pool
+from dispatcher.senders.pool import SenderPool
 
 from .brokers import Mosquitto
 from .conftest import RunningDaemon, wait_until
@@ -112,9 +113,10 @@ async def test_the_attempts_of_a_stuck_process_are_retried_on_the_other_one(
     """Two sender processes; the one four events are pinned to (by their ids) is stopped. Once it has been silent
     past the limit it is killed, and the events' retries go to the other process, long before a replacement
     starts (held back here for a minute). Each event arrives once."""
-    monkeypatch.setattr(senders, "SILENCE_LIMIT_S", 3.0)
-    monkeypatch.setattr(senders, "WATCH_INTERVAL_S", 0.2)  # the daemon's looks; the processes still say alive each 1 s
-    monkeypatch.setattr(senders, "RESTART_DELAY_S", 60.0)
+    monkeypatch.setattr(sender_pool, "SILENCE_LIMIT_S", 3.0)
+    # The daemon's looks; the processes still say alive each 1 s.
+    monkeypatch.setattr(sender_pool, "WATCH_INTERVAL_S", 0.2)
+    monkeypatch.setattr(sender_pool, "RESTART_DELAY_S", 60.0)
     async with WebhookSink() as webhook:
         config = make_config(delivery={**FAST_RETRIES, "workers": 2}, contacts={"root": {"posturl": [webhook.url]}})
         daemon = await start_daemon(config)
@@ -150,7 +152,7 @@ async def test_a_process_that_wakes_up_does_not_start_the_jobs_it_got_too_late(
     handed to it: when it runs again it answers each job it was handed more than START_GRACE_S (0.5 s here) ago as
     taken too late instead of sending it, the daemon retries them, and each event arrives once, from the same
     process."""
-    monkeypatch.setattr(senders, "START_GRACE_S", 0.5)  # the daemon stamps each job's start_by with it
+    monkeypatch.setattr(sender_pool, "START_GRACE_S", 0.5)  # the daemon stamps each job's start_by with it
     async with WebhookSink() as webhook:
         config = make_config(delivery={**FAST_RETRIES, "workers": 1}, contacts={"root": {"posturl": [webhook.url]}})
         daemon = await start_daemon(config)
@@ -198,23 +200,23 @@ async def test_a_sender_process_answers_a_job_past_its_start_by_without_sending_
     """The sender process's side, in this process: of two jobs in one frame, the one whose start_by has passed is
     answered "took the job too late" (retryable) and never reaches the channel; the other is sent."""
     # The frames and the service are this package's own internals (SLF001), as in tests/test_senders.py.
-    monkeypatch.setattr(senders, "available_channels", lambda: {"record": _RecordingChannel, **BUILTIN_CHANNELS})
+    monkeypatch.setattr(channel_set, "available_channels", lambda: {"record": _RecordingChannel, **BUILTIN_CHANNELS})
     monkeypatch.setattr(_RecordingChannel, "sent", [])
     config = load_config(make_config())
     ours, theirs = socket.socketpair()
     service_reader, service_writer = await asyncio.open_unix_connection(sock=theirs)
-    service_side = senders._SenderService(service_reader, service_writer)  # noqa: SLF001
+    service_side = child._SenderService(service_reader, service_writer)  # noqa: SLF001
     service = asyncio.create_task(service_side.serve(), name="sender-service")
     reader, writer = await asyncio.open_unix_connection(sock=ours)
 
     def send_frame(frame: Any) -> None:
         body = pickle.dumps(frame)
-        writer.write(senders._HEADER.pack(len(body)) + body)  # noqa: SLF001
+        writer.write(protocol.HEADER.pack(len(body)) + body)
 
     async def read_answers() -> dict[int, Any]:
         answers: dict[int, Any] = {}
         while len(answers) < 2:
-            frame = await asyncio.wait_for(senders._read_frame(reader), 5)  # noqa: SLF001
+            frame = await asyncio.wait_for(protocol.read_frame(reader), 5)
             if frame[0] == "outcomes":
                 answers.update(frame[1])
         return answers
@@ -223,14 +225,14 @@ async def test_a_sender_process_answers_a_job_past_its_start_by_without_sending_
         id="e-1", type="Backup/Failure", occurred_at=datetime.now(UTC), host="h", account=None, client_id=None, data={}
     )
 
-    def job(target: str) -> senders.SendJob:
-        return senders.SendJob(
+    def job(target: str) -> local.SendJob:
+        return local.SendJob(
             event=event, channel="record", target=target, importance="high", recipient_kind="system", recipient="r"
         )
 
     try:
         send_frame(("init", config, load_catalog()))
-        assert await senders._read_frame(reader) == ("ready",)  # noqa: SLF001
+        assert await protocol.read_frame(reader) == ("ready",)
         now = time.monotonic()
         send_frame(("jobs", [(1, now - 0.1, job("stale")), (2, now + 5, job("fresh"))]))
         assert await read_answers() == {1: ("the sender process took the job too late", True, None), 2: None}

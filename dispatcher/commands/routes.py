@@ -26,7 +26,7 @@ from ..routing.importance import ImportanceSource, explain_importance
 from ..routing.planner import Plan, plan_event
 from ..routing.recipients import RecipientSource, SystemContacts
 from ..routing.routes import select_contacts
-from ..senders import build_channels
+from ..senders.channel_set import build_channels
 from ..store import Store
 from .catalog import format_table, importance_text
 from .common import SubParsers, add_config_option, add_data_option, config_from, parse_data

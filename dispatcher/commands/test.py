@@ -13,7 +13,7 @@ from ..catalog import load_catalog
 from ..probe import resolve_test_recipient, send_test_notice
 from ..render import Renderer
 from ..routing.recipients import Recipient
-from ..senders import build_channels
+from ..senders.channel_set import build_channels
 from ..store import Store
 from .common import SubParsers, add_config_option, config_from
 

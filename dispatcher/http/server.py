@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 
 from ..untrusted_json import quote
-from . import contacts_api, cpanel, deliveries_api, events_api, health, retry_api, whmcs
+from . import contacts_api, cpanel, deliveries_api, events_api, health, ingest_api, retry_api, whmcs
 from .base import DISPATCHER, json_error
 
 if TYPE_CHECKING:
@@ -29,6 +29,10 @@ log = structlog.get_logger(__name__)
 PROTECTED_PREFIXES = ("/api/", "/json-api/", "/includes/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Protected routes that check the token themselves, because their callers cannot always send a header: WHM's Post
+# to URL puts it in the form (ingest_api). `require_token` lets them through to that check.
+OWN_TOKEN_CHECK: frozenset[Handler] = frozenset({ingest_api.post_cpanel})
 
 
 @web.middleware
@@ -62,8 +66,9 @@ async def answer_unexpected(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse protected routes without `Authorization: Bearer <http.token>`; compare in constant time."""
-    if request.path.startswith(PROTECTED_PREFIXES):
+    """Refuse protected routes without `Authorization: Bearer <http.token>`; compare in constant time. Routes in
+    `OWN_TOKEN_CHECK` check the token themselves."""
+    if request.path.startswith(PROTECTED_PREFIXES) and request.match_info.handler not in OWN_TOKEN_CHECK:
         token = request.app[DISPATCHER].config.http.token
         given = request.headers.get("Authorization", "")
         scheme, _, credentials = given.partition(" ")
@@ -95,6 +100,7 @@ def build_app(dispatcher: Dispatcher) -> web.Application:
     events_api.setup(app)
     deliveries_api.setup(app)
     retry_api.setup(app)
+    ingest_api.setup(app)
     setup_contact_routes(app)
     return app
 

@@ -108,7 +108,9 @@ def prune_events(conn: sqlite3.Connection, cutoff: str, after: tuple[str, int], 
             f"SELECT event_id, count(*) FROM deliveries WHERE event_id IN ({marks}) GROUP BY event_id", planned
         )
         records = dict(counted)
-    budget, event_ids, seqs, deliveries = limit, [], [], 0
+    budget, deliveries = limit, 0
+    event_ids: list[str] = []
+    seqs: list[int] = []
     done = len(rows) < limit  # nothing older after these
     for received_at, seq, event_id, is_planned in rows:
         if is_planned and event_id not in busy:
@@ -147,7 +149,7 @@ def prune_orphans(conn: sqlite3.Connection, cutoff_s: float, after: int, limit: 
         " LEFT JOIN events AS e ON e.id = d.event_id WHERE d.id > ? ORDER BY d.id LIMIT ?",
         (after, limit),
     ).fetchall()
-    doomed = []
+    doomed: list[int] = []
     for delivery_id, created_at, status, orphan in rows:
         if created_at >= cutoff_s:
             _delete_deliveries(conn, doomed)

@@ -40,9 +40,9 @@ from markupsafe import Markup, escape
 import dispatcher
 
 from .catalog import PREFERENCE_LABELS
-from .channels.base import Message
 from .events import Event
 from .levels import Importance
+from .message import Message
 
 if TYPE_CHECKING:
     from .routing.recipients import Recipient

@@ -11,40 +11,12 @@ from __future__ import annotations
 import abc
 import hashlib
 import math
-from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 from dispatcher.errors import DispatcherError
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One rendered notification, the same for every channel.
-
-    `importance` is the level's label (`"high"`, `"medium"`, `"low"`); `account` is the hosting account the
-    event concerns, if any.
-    """
-
-    subject: str
-    text: str
-    html: str
-    event_id: str
-    event_type: str
-    importance: str
-    hostname: str
-    account: str | None
-
-    @property
-    def app(self) -> str:
-        """The `App` half of `event_type` (`"Backup"` for `"Backup/Failure"`)."""
-        return self.event_type.partition("/")[0]
-
-    @property
-    def event_name(self) -> str:
-        """The `Event` half of `event_type` (`"Failure"` for `"Backup/Failure"`); empty if there is no slash."""
-        return self.event_type.partition("/")[2]
+from dispatcher.message import Message  # what a channel sends, made by the renderer: channels name it from here
 
 
 class DeliveryError(DispatcherError):

@@ -15,11 +15,12 @@ import yaml
 from yaml.nodes import Node
 
 from dispatcher.errors import ConfigError
+from dispatcher.noise.settings import read_repeats
 
 from .channels import read_channels
 from .daemon import read_bus, read_delivery, read_http, read_store, read_templates
 from .model import Config
-from .routing import read_contacts, read_importance, read_routes
+from .routing import read_contacts, read_importance, read_match, read_routes
 from .values import name_without_spaces
 from .yaml_reader import Reader
 
@@ -102,6 +103,8 @@ def _read_config(reader: Reader, root: Node | None, origin: Path | None, hostnam
     contacts = read_contacts(reader, reader.mapping(top.take("contacts"), "contacts"))
     routes_node = top.take("routes")
     routes = read_routes(reader, routes_node, contacts) if routes_node is not None else ()
+    repeats_node = top.take("repeats")
+    repeats = read_repeats(reader, repeats_node, read_match) if repeats_node is not None else ()
     top.finish()
     return Config(
         hostname=hostname,
@@ -114,6 +117,7 @@ def _read_config(reader: Reader, root: Node | None, origin: Path | None, hostnam
         importance=importance,
         contacts=contacts,
         routes=routes,
+        repeats=repeats,
         source=origin,
         warnings=reader.sorted_warnings(),
     )

@@ -10,6 +10,8 @@ from types import MappingProxyType
 from typing import Any
 
 from dispatcher.levels import Importance, Threshold
+from dispatcher.noise.quiet_hours import QuietHours
+from dispatcher.noise.repeats import RepeatRule
 
 from .secret import Secret
 
@@ -135,6 +137,8 @@ class Contact:
     posturl: tuple[Secret, ...] = ()
     plugins: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     receives: Mapping[str, Threshold] = field(default_factory=lambda: DEFAULT_RECEIVES)
+    # Deliveries planned inside these hours wait for their end (`noise/quiet_hours.py`); None: never.
+    quiet_hours: QuietHours | None = None
 
     def targets(self, channel: str) -> tuple[str, ...]:
         """The contact's addresses on `channel`, secrets revealed (use the channel's describe_target() to log them)."""
@@ -182,6 +186,8 @@ class Config:
     importance: Mapping[str, Importance]
     contacts: Mapping[str, Contact]
     routes: tuple[Route, ...]
+    # `repeats:` rules (`noise/repeats.py`): the same key to the same address within an interval is suppressed.
+    repeats: tuple[RepeatRule, ...] = ()
     source: Path | None = None
     # `FILE:LINE:COL: warning: message` lines: valid but suspicious settings (check-config prints them, the daemon
     # logs them). Not part of what the config means, so two configs that differ only here are equal.

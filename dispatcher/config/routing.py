@@ -12,6 +12,7 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 
 from dispatcher.catalog import CatalogError, load_catalog
 from dispatcher.levels import Importance, Threshold
+from dispatcher.noise.settings import read_quiet_hours
 
 from .model import BUILTIN_CHANNELS, DEFAULT_RECEIVES, Contact, Route, RouteMatch
 from .secret import Secret
@@ -89,6 +90,8 @@ def _read_contact(reader: Reader, m: Map, name: str) -> Contact:
         if (url := _secret_item(reader, node, path, "url", check=lambda t: http_url(t, secret=True)))
     )
     receives_map = reader.mapping(m.take("receives"), m.sub("receives"))
+    channel_names = (*BUILTIN_CHANNELS, *sorted(reader.plugin_channels()))
+    quiet_hours = read_quiet_hours(reader, m.take("quiet_hours"), m.sub("quiet_hours"), channel_names)
     plugins: dict[str, tuple[str, ...]] = {}
     for key, _, _ in m:
         if key in m.known:
@@ -116,6 +119,7 @@ def _read_contact(reader: Reader, m: Map, name: str) -> Contact:
         posturl=posturl,
         plugins=MappingProxyType(plugins),
         receives=MappingProxyType(receives),
+        quiet_hours=quiet_hours,
     )
 
 
@@ -152,7 +156,7 @@ def read_routes(reader: Reader, node: Node, contacts: Mapping[str, Contact]) -> 
             reader.error(item, path, f"expected a mapping, got {describe(item)}")
             continue
         m = reader.mapping(item, path)
-        match = _read_match(reader, reader.mapping(m.take("match"), m.sub("match")))
+        match = read_match(reader, reader.mapping(m.take("match"), m.sub("match")))
         to: list[str] = []
         to_node = m.take("to")
         if to_node is None:
@@ -181,7 +185,8 @@ def _min_importance(text: str) -> Importance:
     return level
 
 
-def _read_match(reader: Reader, m: Map) -> RouteMatch:
+def read_match(reader: Reader, m: Map) -> RouteMatch:
+    """A route's `match` (also the matcher of the noise rules, `repeats:` and `digests:`)."""
     type_ = m.string("type", None)
     app = m.get("app", lambda n, p: reader.parsed(n, p, _app_name), None)
     min_importance = m.get("min_importance", lambda n, p: reader.parsed(n, p, _min_importance), None)

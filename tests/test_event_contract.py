@@ -226,6 +226,25 @@ def test_render_warns_about_an_unknown_type() -> None:
     assert "Backup/Failed is not a catalog type (did you mean Backup/Failure?)" in warning
 
 
+def test_a_bridged_event_is_not_warned_about_the_fields_its_bridge_shows() -> None:
+    """An event the cPanel bridge brought in (`data._bridge: cpanel`) is written with Bridge/cPanel whatever its type,
+    which shows its subject, its body and every other field: neither `publish` nor `render` warns that those go
+    unused, or that the type's own fields are missing. The same data without the mark is warned about."""
+    data = {"subject": "Backup failed on server1", "body": "3 accounts were not backed up.", "_bridge": "cpanel"}
+    bridged = parse_event({"type": "Backup/Failure", "data": data}, topic_type=None, default_host="server1")
+    assert event_warnings(bridged) == []
+    unmarked = {key: value for key, value in data.items() if key != "_bridge"}
+    plain = parse_event({"type": "Backup/Failure", "data": unmarked}, topic_type=None, default_host="server1")
+    unused, missing = event_warnings(plain)
+    assert "Backup/Failure does not use the data fields subject, body" in unused
+    assert "not given" in missing
+    pairs = [f"--data={key}={value}" for key, value in data.items()]
+    result = run_cli("render", "Backup/Failure", *pairs, "--no-examples", "--channel", "pushbullet")
+    assert result.returncode == 0, result.stderr
+    assert warnings_of(result) == []
+    assert result.stdout.splitlines()[0] == "Subject: [localhost] Backup failed on server1"
+
+
 def test_publish_warns_and_publishes(make_config: Callable[..., Path]) -> None:
     """`publish` sends the event all the same, prints its id, and warns (one line each) about data fields the type
     does not use and about what its templates use that the event lacks, the account included."""

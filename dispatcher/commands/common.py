@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from ..catalog import FALLBACK_TYPE, Catalog
 from ..config import Config, default_config, load_config
 from ..errors import UsageError
+from ..render import bridge_templates
 
 
 class SubParsers(Protocol):
@@ -117,8 +118,9 @@ def unknown_type_warning(catalog: Catalog, event_type: str) -> str | None:
 
 def unknown_fields_warning(catalog: Catalog, event_type: str, data: Mapping[str, Any]) -> str | None:
     """For data fields the type's templates do not use (they would be ignored): which ones, and the type's own
-    fields; None when there are none, or for types rendered with the generic template (it shows every field)."""
-    if event_type not in catalog or event_type == FALLBACK_TYPE:
+    fields; None when there are none, for types rendered with the generic template (it shows every field), and for
+    an event a bridge brought in (`data._bridge`: its bridge's templates show its subject, its body and the rest)."""
+    if event_type not in catalog or event_type == FALLBACK_TYPE or bridge_templates(data) is not None:
         return None
     alert = catalog.get(event_type)
     unknown = [name for name in data if name not in alert.fields]
@@ -137,8 +139,9 @@ def unknown_fields_warning(catalog: Catalog, event_type: str, data: Mapping[str,
 def missing_fields(catalog: Catalog, event_type: str, data: Mapping[str, Any], account: str | None) -> list[str]:
     """What the type's templates use and the event does not give: `account` first (when its templates name the
     account), then the data fields, in the catalog's order. Null and blank values count as not given. Empty for
-    types rendered with the generic template."""
-    if event_type not in catalog or event_type == FALLBACK_TYPE:
+    types rendered with the generic template, and for an event a bridge brought in: its bridge's templates read
+    none of the type's fields, and say so themselves when the bridge sent no subject or body."""
+    if event_type not in catalog or event_type == FALLBACK_TYPE or bridge_templates(data) is not None:
         return []
     alert = catalog.get(event_type)
     missing = ["account"] if alert.account is not None and not account else []

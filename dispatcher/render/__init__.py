@@ -19,7 +19,8 @@ One concept a module; what others use is imported from the package:
 
 - `renderer.py`: `Renderer` (template sets, the fallbacks, the template variables, `check()`), `check_templates`;
 - `environment.py`: the sandbox, its loader settings and caches, `shipped_templates_dir`;
-- `bridges.py`: which template set a bridged event is rendered with (`BRIDGE_KEY`, `template_type`);
+- `bridges.py`: which template set a bridged event is rendered with (`BRIDGE_KEY`, `bridge_templates`,
+  `template_type`);
 - `values.py`: missing data (`ReadableUndefined`, `NOT_GIVEN`) and how a bare value prints;
 - `filters.py`: the filters and tests templates use;
 - `text.py`: wrapping the text part, and the text derived from HTML;
@@ -27,7 +28,7 @@ One concept a module; what others use is imported from the package:
 """
 
 from ..message import Message
-from .bridges import BRIDGE_KEY, BRIDGE_TEMPLATES, template_type
+from .bridges import BRIDGE_KEY, BRIDGE_TEMPLATES, bridge_templates, template_type
 from .environment import build_environment, shipped_templates_dir
 from .filters import (
     FILTERS,
@@ -72,6 +73,7 @@ __all__ = [
     "Message",
     "ReadableUndefined",
     "Renderer",
+    "bridge_templates",
     "build_environment",
     "check_templates",
     "clean_subject",

@@ -8,6 +8,9 @@ come from their type.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ..events import Event
 
 # The data key a bridge marks its events with, and the template set each bridge's events are rendered with: the
@@ -16,10 +19,15 @@ BRIDGE_KEY = "_bridge"
 BRIDGE_TEMPLATES = {"cpanel": "Bridge/cPanel"}
 
 
-def template_type(event: Event) -> str:
-    """The template set `event` is rendered with: its bridge's (`data._bridge` naming one of `BRIDGE_TEMPLATES`),
-    else its type's."""
-    bridge = event.data.get(BRIDGE_KEY)
+def bridge_templates(data: Mapping[str, Any]) -> str | None:
+    """The template set of the bridge an event with this data came through (`data._bridge` naming one of
+    `BRIDGE_TEMPLATES`), None for any other event."""
+    bridge = data.get(BRIDGE_KEY)
     if type(bridge) is str and bridge in BRIDGE_TEMPLATES:
         return BRIDGE_TEMPLATES[bridge]
-    return event.type
+    return None
+
+
+def template_type(event: Event) -> str:
+    """The template set `event` is rendered with: its bridge's (`bridge_templates`), else its type's."""
+    return bridge_templates(event.data) or event.type

@@ -15,7 +15,8 @@ class Message:
     """One rendered notification, the same for every channel.
 
     `importance` is the level's label (`"high"`, `"medium"`, `"low"`); `account` is the hosting account the
-    event concerns, if any.
+    event concerns, if any. A digest (several events in one message) has every event's id in `event_ids`, in the
+    order it lists them, and its first one as `event_id`; a single event's message leaves `event_ids` empty.
     """
 
     subject: str
@@ -26,6 +27,7 @@ class Message:
     importance: str
     hostname: str
     account: str | None
+    event_ids: tuple[str, ...] = ()
 
     @property
     def app(self) -> str:

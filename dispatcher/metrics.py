@@ -44,6 +44,18 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
         )
+        self.digests_sent = Counter(
+            "dispatcher_digests_sent_total",
+            "Digest messages sent (several events of one group in one message), by channel.",
+            ["channel"],
+            registry=r,
+        )
+        self.digested_events = Counter(
+            "dispatcher_digested_events_total",
+            "Deliveries sent inside a digest message rather than on their own, by channel.",
+            ["channel"],
+            registry=r,
+        )
         self.pending = Gauge(
             "dispatcher_deliveries_pending", "Deliveries waiting to be sent (outbox depth).", registry=r
         )

@@ -42,6 +42,12 @@ def _to_v2(conn: sqlite3.Connection) -> None:
     (`dead_letters`, `delivery_retries`, `events_received`)."""
 
 
+def _to_v3(conn: sqlite3.Connection) -> None:
+    """Nothing to rewrite: version 3 adds the digests' tables (`digests`, `digest_members`), which the outbox's
+    schema creates. It is a version of its own for what it means to an older release: a delivery waiting in a
+    digest is pending with no `next_attempt_at`, which a release without digests would try to resume on its own."""
+
+
 # In order, one per version after 1. A new step goes at the end, with the next version number.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -49,6 +55,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "dead letters kept in the store, retries by hand remembered, events indexed by receipt time for retention",
         _to_v2,
     ),
+    Migration(3, "digests: deliveries held for one message per group and address", _to_v3),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -17,6 +17,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .digests.records import retry_digests
+from .digests.schema import SCHEMA as DIGESTS_SCHEMA
 from .events import Event
 from .store import insert_events
 
@@ -48,7 +50,7 @@ CREATE TABLE IF NOT EXISTS delivery_retries (
     retried_at      REAL NOT NULL,          -- the last time: its retry budget counts from here
     attempts_before INTEGER NOT NULL        -- its attempts by then
 );
-"""
+""" + DIGESTS_SCHEMA  # a delivery waiting in a digest (`digests/`) is one of these rows: the two go together
 
 STATUSES = ("pending", "sent", "failed", "suppressed")
 
@@ -206,9 +208,11 @@ def load_unplanned(conn: sqlite3.Connection, after_seq: int, limit: int) -> list
 
 
 def load_pending_page(conn: sqlite3.Connection, after_id: int, limit: int) -> list[tuple[PendingDelivery, Event]]:
-    """Pending deliveries with their events, by id after `after_id` (resuming what a previous run left)."""
+    """Pending deliveries with their events, by id after `after_id` (resuming what a previous run left); not those
+    waiting in a digest (no `next_attempt_at`), which go with it."""
     rows = conn.execute(
-        f"SELECT {_PENDING_COLUMNS} FROM {_PENDING_FROM} WHERE d.status = 'pending' AND d.id > ? ORDER BY d.id LIMIT ?",
+        f"SELECT {_PENDING_COLUMNS} FROM {_PENDING_FROM} WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL"
+        " AND d.id > ? ORDER BY d.id LIMIT ?",
         (after_id, limit),
     ).fetchall()
     return _with_events(rows)
@@ -312,7 +316,9 @@ def retry_failed(
 ) -> int:
     """Put failed deliveries back to pending, due at `now`: the one with `delivery_id`, those of `event_id` (both
     given: the one if it belongs to that event), or every failed one if neither is given. Each gets a fresh retry
-    budget (see the module's docstring); its attempts so far and its last error stay on the record. How many."""
+    budget (see the module's docstring); its attempts so far and its last error stay on the record. A delivery
+    that failed in a digest puts that digest back, with every failed delivery it carried (`digests.records`):
+    the retry sends the same digest. How many deliveries were put back."""
     clauses: list[str] = ["status = 'failed'"]
     params: list[int | str] = []
     if delivery_id is not None:
@@ -323,6 +329,10 @@ def retry_failed(
         params.append(event_id)
     where = " AND ".join(clauses)
     rows = conn.execute(f"SELECT id, attempts FROM deliveries WHERE {where}", params).fetchall()
+    in_digests = retry_digests(conn, [row_id for row_id, _ in rows], now)
+    if in_digests:
+        taken = set(in_digests)
+        rows = [row for row in rows if row[0] not in taken]
     conn.executemany(
         "INSERT INTO delivery_retries (delivery_id, retries, retried_at, attempts_before) VALUES (?, 1, ?, ?)"
         " ON CONFLICT (delivery_id) DO UPDATE SET retries = retries + 1, retried_at = excluded.retried_at,"
@@ -333,7 +343,7 @@ def retry_failed(
         "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ? WHERE id = ?",
         [(now, now, row_id) for row_id, _ in rows],
     )
-    return len(rows)
+    return len(rows) + len(in_digests)
 
 
 def list_deliveries(

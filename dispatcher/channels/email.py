@@ -171,7 +171,8 @@ class EmailChannel(Channel):
         """The email for `message` to the addr-spec `address`, as the bytes given to SMTP DATA.
 
         Headers `From`, `To`, `Subject`, `Date`, `Message-ID`, `MIME-Version`, `Auto-Submitted`,
-        `X-Dispatcher-Event-Id`, `X-Dispatcher-Event-Type`, then a `multipart/alternative` body: the text part,
+        `X-Dispatcher-Event-Id`, `X-Dispatcher-Event-Type` (and, for a digest, `X-Dispatcher-Event-Count`; its
+        event id is the first of its events'), then a `multipart/alternative` body: the text part,
         then the HTML part, each UTF-8 in quoted-printable (base64 when that is shorter). CRLF line ends, no
         header line longer than 78 columns unless one address is. Every header value is collapsed to one line
         first, so event data cannot add headers; a non-ASCII value is written as RFC 2047 encoded-words.
@@ -203,6 +204,7 @@ class EmailChannel(Channel):
                 "Auto-Submitted: auto-generated\r\n",
                 _unstructured_header("X-Dispatcher-Event-Id", _one_line(message.event_id)),
                 _unstructured_header("X-Dispatcher-Event-Type", _one_line(message.event_type)),
+                f"X-Dispatcher-Event-Count: {len(message.event_ids)}\r\n" if message.event_ids else "",
                 f'Content-Type: multipart/alternative; boundary="{boundary.decode("ascii")}"\r\n',
                 "\r\n",
             )

@@ -1,11 +1,14 @@
 """The Post to URL channel: one HTTP POST per URL with the notification's fields.
 
 Fields: `subject`, `body` (the text), `application` and `event_name` (the two halves of the type), `hostname`,
-`event_id`, `event_type`, `importance`, `account` (empty if none). The URL's query string is removed from the
-URL and merged into the body, its parameters first; a parameter named like one of these fields is replaced by
-the field. Credentials in the URL (`https://user:pass@host/...`) are sent as HTTP basic auth and never appear in
-logs or errors. `format: form` sends `application/x-www-form-urlencoded; charset=UTF-8`, `format: json` one
-JSON object with the same names (a repeated query parameter becomes a list).
+`event_id`, `event_type`, `importance`, `account` (empty if none). A digest (several events in one message) adds
+`count`, the number of its events, and `event_ids`, every event's id in the order the body lists them (in a form
+the field repeated, once per id; in JSON a list, and `count` a number); its `event_id` is the first of them.
+
+The URL's query string is removed from the URL and merged into the body, its parameters first; a parameter named
+like one of these fields is replaced by the field. Credentials in the URL (`https://user:pass@host/...`) are sent
+as HTTP basic auth and never appear in logs or errors. `format: form` sends `application/x-www-form-urlencoded;
+charset=UTF-8`, `format: json` one JSON object with the same names (a repeated query parameter becomes a list).
 
 2xx is success; 408, 429, 5xx, connection errors and timeouts are retryable (429 and 503 honour `Retry-After`);
 other 4xx are permanent; redirects are not followed and are permanent.
@@ -114,7 +117,8 @@ class PostUrlChannel(Channel):
     def encode_body(self, message: Message, params: tuple[tuple[str, str], ...]) -> tuple[bytes, str]:
         """The request body and its content type: the URL's parameters, then the message's fields."""
         fields = message_fields(message)
-        kept = [(key, value) for key, value in params if key not in fields]
+        listed = {"event_ids": list(message.event_ids)} if message.event_ids else {}
+        kept = [(key, value) for key, value in params if key not in fields and key not in listed]
         if self.config.format == "json":
             merged: dict[str, str | list[str]] = {}
             for key, value in kept:
@@ -126,8 +130,12 @@ class PostUrlChannel(Channel):
                 else:
                     merged[key] = [previous, value]
             merged.update(fields)
-            return json.dumps(merged, ensure_ascii=False).encode("utf-8"), _JSON_CONTENT_TYPE
-        pairs = [*kept, *fields.items()]
+            merged.update(listed)
+            document: dict[str, str | int | list[str]] = dict(merged)
+            if message.event_ids:
+                document["count"] = len(message.event_ids)
+            return json.dumps(document, ensure_ascii=False).encode("utf-8"), _JSON_CONTENT_TYPE
+        pairs = [*kept, *fields.items(), *(("event_ids", event_id) for event_id in listed.get("event_ids", ()))]
         return form_encode(pairs), _FORM_CONTENT_TYPE
 
     async def close(self) -> None:
@@ -136,8 +144,9 @@ class PostUrlChannel(Channel):
 
 
 def message_fields(message: Message) -> dict[str, str]:
-    """The fields Post to URL sends for `message`, in their documented order."""
-    return {
+    """The fields Post to URL sends for `message`, in their documented order (a digest's `count` last; its
+    `event_ids` list is added by `encode_body`)."""
+    fields = {
         "subject": message.subject,
         "body": message.text,
         "application": message.app,
@@ -148,6 +157,9 @@ def message_fields(message: Message) -> dict[str, str]:
         "importance": message.importance,
         "account": message.account or "",
     }
+    if message.event_ids:
+        fields["count"] = str(len(message.event_ids))
+    return fields
 
 
 def _http_url(target: str) -> URL | None:

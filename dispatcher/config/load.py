@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 from yaml.nodes import Node
 
+from dispatcher.digests.rules import read_digests
 from dispatcher.errors import ConfigError
 from dispatcher.noise.settings import read_repeats
 
@@ -105,6 +106,8 @@ def _read_config(reader: Reader, root: Node | None, origin: Path | None, hostnam
     routes = read_routes(reader, routes_node, contacts) if routes_node is not None else ()
     repeats_node = top.take("repeats")
     repeats = read_repeats(reader, repeats_node, read_match) if repeats_node is not None else ()
+    digests_node = top.take("digests")
+    digests = read_digests(reader, digests_node, read_match) if digests_node is not None else ()
     top.finish()
     return Config(
         hostname=hostname,
@@ -117,6 +120,7 @@ def _read_config(reader: Reader, root: Node | None, origin: Path | None, hostnam
         importance=importance,
         contacts=contacts,
         routes=routes,
+        digests=digests,
         repeats=repeats,
         source=origin,
         warnings=reader.sorted_warnings(),

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from dispatcher.digests.rules import DigestRule
 from dispatcher.levels import Importance, Threshold
 from dispatcher.noise.quiet_hours import QuietHours
 from dispatcher.noise.repeats import RepeatRule
@@ -186,6 +187,8 @@ class Config:
     importance: Mapping[str, Importance]
     contacts: Mapping[str, Contact]
     routes: tuple[Route, ...]
+    # `digests:` rules (`digests/rules.py`): the events of one group to one address go out as one message.
+    digests: tuple[DigestRule, ...] = ()
     # `repeats:` rules (`noise/repeats.py`): the same key to the same address within an interval is suppressed.
     repeats: tuple[RepeatRule, ...] = ()
     source: Path | None = None

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..catalog import Catalog
 from ..channels import Channel, DeliveryError, Message
+from ..digests.render import DigestJob, DigestRenderer
 from ..events import Event
 from ..levels import Importance
 from ..render import Renderer
@@ -26,7 +27,8 @@ RENDER_CACHE_SIZE = 128
 
 @dataclass(frozen=True, slots=True)
 class SendJob:
-    """One attempt: the delivery's channel, target and recipient, and the event to render."""
+    """One attempt: the delivery's channel, target and recipient, and the event to render; for a digest, the
+    digest's events too (`event` is its first), rendered as one message."""
 
     event: Event
     channel: str
@@ -34,6 +36,7 @@ class SendJob:
     importance: str
     recipient_kind: str
     recipient: str
+    digest: DigestJob | None = None
 
 
 class LocalSender:
@@ -56,12 +59,19 @@ class LocalSender:
         """Render and send with `config` (and `channels`, if given) from now on; channels replaced are closed at
         `close()`, since sends in flight may still use them."""
         self.renderer = Renderer(self.catalog, templates_dir=config.templates.dir, hostname=config.hostname)
+        self.digest_renderer = DigestRenderer(self.renderer, templates_dir=config.templates.dir)
         self._rendered.clear()
         self._retired.extend(self.channels.values())  # sends in flight may still use them
         self.channels = channels if channels is not None else build_channels(config)
 
     def render(self, job: SendJob) -> Message:
-        """The message for `job`; rendered once per (event, recipient, channel), so a fan-out renders once."""
+        """The message for `job`; rendered once per (event, recipient, channel), so a fan-out renders once (a
+        digest each time: it goes to one address)."""
+        if job.digest is not None:
+            recipient = Recipient(kind=job.recipient_kind, name=job.recipient, targets={}, thresholds=None)
+            return self.digest_renderer.render(
+                job.digest, importance=Importance.parse(job.importance), recipient=recipient, channel=job.channel
+            )
         key = (job.event.id, job.recipient_kind, job.recipient, job.channel)
         message = self._rendered.get(key)
         if message is None:

@@ -16,13 +16,13 @@ from aiohttp import web
 from . import contacts, outbox
 from .catalog import Catalog, load_catalog
 from .config import Config, load_config
+from .delivery.pipeline import Pipeline
 from .errors import ConfigError, DispatcherError
 from .events import Event
 from .http.server import build_app
 from .intake import dead_letters
 from .intake.mqtt import MqttIntake, Rejection
 from .metrics import Metrics
-from .pipeline import Pipeline
 from .probe import resolve_test_recipient
 from .render import check_templates
 from .retention import Retention

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from dispatcher.config import parse_config
-from dispatcher.pipeline import backoff_delay_s
+from dispatcher.delivery.outcomes import backoff_delay_s
 
 POLICY = parse_config(
     "delivery: {max_attempts: 8, backoff_initial_s: 1, backoff_max_s: 300, give_up_after_s: 86400}\n"

@@ -21,7 +21,8 @@ import structlog
 from structlog.testing import capture_logs
 
 from dispatcher.config import DeliveryConfig
-from dispatcher.pipeline import BACKLOG_HIGH, PLAN_ROWS
+from dispatcher.delivery.planning import PLAN_ROWS
+from dispatcher.delivery.scheduling import BACKLOG_HIGH
 
 from .brokers import Mosquitto
 from .conftest import RunningDaemon, wait_until

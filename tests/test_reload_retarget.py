@@ -12,7 +12,7 @@ import aiohttp
 import yaml
 from structlog.testing import capture_logs
 
-from dispatcher.pipeline import TARGET_REMOVED
+from dispatcher.delivery.attempts import TARGET_REMOVED
 
 from .conftest import RunningDaemon, wait_until
 from .servers import SmtpSink, WebhookSink

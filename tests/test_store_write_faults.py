@@ -15,7 +15,7 @@ import aiohttp
 import structlog
 from structlog.testing import capture_logs
 
-from dispatcher.pipeline import SWEEP_INTERVAL_S
+from dispatcher.delivery.scheduling import SWEEP_INTERVAL_S
 
 from .conftest import RunningDaemon, wait_until
 from .servers import SmtpSink

@@ -1,0 +1,170 @@
+"""Planning: each recorded event planned once (routing/planner.py), its deliveries recorded and handed on.
+
+    recorded event ──plan──► deliveries rows (pending | suppressed), event marked planned   one transaction
+
+Events wait in the store until the planner reads them. A round takes events until it has about `PLAN_ROWS`
+deliveries (an event's plan is never split), and planning waits while the scheduler holds `BACKLOG_HIGH`
+deliveries: the rest waits in the store, so a burst or a fan-out costs no more memory than that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ..catalog import Catalog
+from ..errors import StoreError
+from ..events import Event
+from ..outbox import NewDelivery, load_unplanned, recipient_kind, record_plans
+from ..routing.planner import Plan, plan_event
+from ..routing.recipients import RecipientSource
+from .scheduling import STORE_RETRY_S, Scheduler, StoreRun
+
+if TYPE_CHECKING:
+    from ..channels import Channel
+    from ..config import Config
+    from ..metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+# Events read per planning round, and the deliveries one round may plan: a round stops taking events once its
+# rows reach PLAN_ROWS (an event's plan is never split), so a fan-out to hundreds of addresses does not put a
+# whole batch's deliveries (256 x 200 in bench scenario c) in memory at once.
+PLAN_BATCH = 256
+PLAN_ROWS = 1000
+
+
+class Planner:
+    """Plans recorded events under the current config and records the plans; the pending deliveries go to the
+    scheduler. `run()` until cancelled."""
+
+    def __init__(
+        self,
+        *,
+        store_run: StoreRun,
+        catalog: Catalog,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        scheduler: Scheduler,
+        config: Config,
+        sources: Sequence[RecipientSource],
+        channels: Mapping[str, Channel],
+    ) -> None:
+        self._store_run = store_run
+        self.catalog = catalog
+        self.metrics = metrics
+        self.clock = clock
+        self.scheduler = scheduler
+        self.apply_config(config, sources, channels)
+        self._wakeup = asyncio.Event()  # set after new events are committed
+        self._cursor = 0  # the last event seq the planner has read
+
+    def apply_config(self, config: Config, sources: Sequence[RecipientSource], channels: Mapping[str, Channel]) -> None:
+        """Plan with these from now on (a reload)."""
+        self.config = config
+        self.sources = list(sources)
+        self.channels = channels
+
+    def events_recorded(self, events: Sequence[Event]) -> None:
+        """Called after new events are committed: the planner reads them from the store."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.scheduler.wait_for_room()
+            # Cleared before reading: an event committed after this read sets it again.
+            self._wakeup.clear()
+            try:
+                batch = await self._store_run(lambda conn: load_unplanned(conn, self._cursor, PLAN_BATCH))
+            except StoreError:
+                log.exception("planner_store_failed", retry_in_s=STORE_RETRY_S)
+                await asyncio.sleep(STORE_RETRY_S)
+                continue
+            if not batch:
+                await self._wakeup.wait()
+                continue
+            taken = await self._plan_batch([event for _, event in batch])
+            if taken is None:  # not recorded: the same events are read again
+                await asyncio.sleep(STORE_RETRY_S)
+            else:
+                self._cursor = batch[taken - 1][0]
+
+    async def plan(self, event: Event) -> Plan:
+        """The plan for one event under the current config (also what `dispatcher routes` shows)."""
+        return await plan_event(
+            event, config=self.config, catalog=self.catalog, sources=self.sources, channels=self.channels.keys()
+        )
+
+    async def _plan_batch(self, events: list[Event]) -> int | None:
+        """Plan the first of `events`, up to about PLAN_ROWS deliveries, and record the plans; how many events
+        were taken (planned, or skipped after a planning error), or None if the store could not record them."""
+        rows: list[NewDelivery] = []
+        planned: list[Event] = []
+        taken = 0
+        for event in events:
+            if len(rows) >= PLAN_ROWS:
+                break
+            taken += 1
+            try:
+                plan = await self.plan(event)
+            except Exception:
+                # It stays unplanned in the store and is planned again at the next start.
+                log.exception("event_planning_failed", event_id=event.id, event_type=event.type)
+                continue
+            planned.append(event)
+            importance = plan.importance.label
+            for delivery in plan.deliveries:
+                rows.append(
+                    NewDelivery(
+                        event=event,
+                        importance=importance,
+                        recipient=delivery.recipient.name,
+                        recipient_kind=delivery.recipient.kind,
+                        channel=delivery.channel,
+                        target=delivery.target,
+                        target_label=self.channels[delivery.channel].describe_target(delivery.target),
+                        status="pending",
+                    )
+                )
+            for skipped in plan.suppressed:
+                channel = self.channels.get(skipped.channel) if skipped.channel else None
+                label = channel.describe_target(skipped.target) if channel and skipped.target else None
+                rows.append(
+                    NewDelivery(
+                        event=event,
+                        importance=importance,
+                        recipient=skipped.recipient_name,
+                        recipient_kind=recipient_kind(skipped.recipient_name),
+                        channel=skipped.channel,
+                        target=None,
+                        target_label=label,
+                        status="suppressed",
+                        reason=skipped.reason,
+                    )
+                )
+                self.metrics.deliveries.labels(skipped.channel or "none", "suppressed").inc()
+            # At info only when nothing will be sent: otherwise each delivery's own line (sent, retry, failed, with
+            # the event's id and type) says what became of the event, and a burst logs half as many lines.
+            (log.debug if plan.deliveries else log.info)(
+                "event_planned",
+                event_id=event.id,
+                event_type=event.type,
+                importance=importance,
+                deliveries=len(plan.deliveries),
+                suppressed=len(plan.suppressed),
+            )
+        now = self.clock()
+        ids = [event.id for event in planned]
+        try:
+            pending = await self._store_run(lambda conn: record_plans(conn, ids, rows, now))
+        except StoreError:
+            log.exception("plan_recording_failed", events=len(ids), retry_in_s=STORE_RETRY_S)
+            return None
+        by_id = {event.id: event for event in planned}
+        self.metrics.pending.inc(len(pending))
+        for delivery in pending:
+            self.scheduler.enqueue(delivery, by_id[delivery.event_id])
+        return taken

@@ -1,7 +1,7 @@
 """The outbox: every delivery an event leads to, as rows of the store, from planned to sent, failed or suppressed.
 
-These are plain functions of a `sqlite3.Connection`, run through `Store.run` by the pipeline, the HTTP API and
-`dispatcher retry`, and directly (read-only) by `dispatcher deliveries`. A delivery is one (event, recipient,
+These are plain functions of a connection (`engines.Connection`: SQLite's or PostgreSQL's, in portable SQL), run
+through `Store.run` by the pipeline, the HTTP API and the commands. A delivery is one (event, recipient,
 channel, target); the partial unique index makes "delivered once" hold even if an event were planned twice.
 
 A failed delivery put back to pending by hand (`retry_failed`) gets a fresh retry budget: `delivery_retries`
@@ -12,13 +12,13 @@ remembers when and after how many attempts, so `max_attempts` and `give_up_after
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .digests.records import retry_digests
 from .digests.schema import SCHEMA as DIGESTS_SCHEMA
+from .engines import Connection
 from .events import Event
 from .store import insert_events
 
@@ -99,15 +99,16 @@ class PendingDelivery:
 
 
 def record_plans(
-    conn: sqlite3.Connection, event_ids: Sequence[str], rows: Iterable[NewDelivery], now: float
+    conn: Connection, event_ids: Sequence[str], rows: Iterable[NewDelivery], now: float
 ) -> list[PendingDelivery]:
     """Insert the planned rows and mark the events planned, in one transaction; return the new pending rows."""
     pending = []
     for row in rows:
+        # A row already there (an event planned twice) inserts nothing and returns no id.
         cursor = conn.execute(
-            "INSERT OR IGNORE INTO deliveries (event_id, event_type, importance, recipient, recipient_kind, channel,"
+            "INSERT INTO deliveries (event_id, event_type, importance, recipient, recipient_kind, channel,"
             " target, target_label, status, reason, created_at, updated_at, next_attempt_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
             (
                 row.event.id,
                 row.event.type,
@@ -124,11 +125,12 @@ def record_plans(
                 now if row.status == "pending" else None,
             ),
         )
-        if row.status == "pending" and cursor.rowcount == 1:
+        inserted = cursor.fetchall()
+        if row.status == "pending" and inserted:
             assert row.channel is not None and row.target is not None and row.target_label is not None
             pending.append(
                 PendingDelivery(
-                    id=int(cursor.lastrowid or 0),
+                    id=int(inserted[0][0]),
                     event_id=row.event.id,
                     importance=row.importance,
                     recipient=row.recipient,
@@ -152,7 +154,7 @@ def recipient_kind(name: str) -> str:
 
 
 def record_test_notice(
-    conn: sqlite3.Connection,
+    conn: Connection,
     event: Event,
     recipient: str,
     channel: str,
@@ -199,7 +201,7 @@ def _with_events(rows: Iterable[tuple[Any, ...]]) -> list[tuple[PendingDelivery,
     return [(PendingDelivery(*row[:-1]), Event.from_json(row[-1])) for row in rows]
 
 
-def load_unplanned(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[tuple[int, Event]]:
+def load_unplanned(conn: Connection, after_seq: int, limit: int) -> list[tuple[int, Event]]:
     """Recorded events not yet planned, after `after_seq`, oldest first, as (seq, event)."""
     rows = conn.execute(
         "SELECT seq, body FROM events WHERE planned = 0 AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
@@ -207,7 +209,7 @@ def load_unplanned(conn: sqlite3.Connection, after_seq: int, limit: int) -> list
     return [(seq, Event.from_json(body)) for seq, body in rows]
 
 
-def load_pending_page(conn: sqlite3.Connection, after_id: int, limit: int) -> list[tuple[PendingDelivery, Event]]:
+def load_pending_page(conn: Connection, after_id: int, limit: int) -> list[tuple[PendingDelivery, Event]]:
     """Pending deliveries with their events, by id after `after_id` (resuming what a previous run left); not those
     waiting in a digest (no `next_attempt_at`), which go with it."""
     rows = conn.execute(
@@ -218,9 +220,7 @@ def load_pending_page(conn: sqlite3.Connection, after_id: int, limit: int) -> li
     return _with_events(rows)
 
 
-def load_due(
-    conn: sqlite3.Connection, now: float, skip: Collection[int], limit: int
-) -> list[tuple[PendingDelivery, Event]]:
+def load_due(conn: Connection, now: float, skip: Collection[int], limit: int) -> list[tuple[PendingDelivery, Event]]:
     """Up to `limit` pending deliveries whose next attempt is due by `now`, soonest first, leaving out the ids in
     `skip` (those the caller holds already): retries that fell due, and any row left pending with no attempt
     under way (an outcome whose record failed, a row put back by `retry_failed`)."""
@@ -240,7 +240,7 @@ def load_due(
     return _with_events(rows)
 
 
-def next_due(conn: sqlite3.Connection, after: float) -> float | None:
+def next_due(conn: Connection, after: float) -> float | None:
     """When the next pending delivery not yet due falls due, or None if none waits."""
     row = conn.execute(
         "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending' AND next_attempt_at > ?", (after,)
@@ -248,7 +248,7 @@ def next_due(conn: sqlite3.Connection, after: float) -> float | None:
     return None if row[0] is None else float(row[0])
 
 
-def mark_sent(conn: sqlite3.Connection, delivery_id: int, attempts: int, now: float) -> None:
+def mark_sent(conn: Connection, delivery_id: int, attempts: int, now: float) -> None:
     conn.execute(
         "UPDATE deliveries SET status = 'sent', attempts = ?, reason = NULL, sent_at = ?, updated_at = ?,"
         " next_attempt_at = NULL WHERE id = ?",
@@ -256,7 +256,7 @@ def mark_sent(conn: sqlite3.Connection, delivery_id: int, attempts: int, now: fl
     )
 
 
-def mark_retry(conn: sqlite3.Connection, delivery_id: int, attempts: int, error: str, due: float, now: float) -> None:
+def mark_retry(conn: Connection, delivery_id: int, attempts: int, error: str, due: float, now: float) -> None:
     conn.execute(
         "UPDATE deliveries SET attempts = ?, reason = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
         (attempts, error, due, now, delivery_id),
@@ -264,7 +264,7 @@ def mark_retry(conn: sqlite3.Connection, delivery_id: int, attempts: int, error:
 
 
 def mark_failed(
-    conn: sqlite3.Connection, delivery_id: int, attempts: int, error: str, now: float, follow_up: Event | None
+    conn: Connection, delivery_id: int, attempts: int, error: str, now: float, follow_up: Event | None
 ) -> None:
     """Record the final failure and, in the same transaction, the SendIMFailed event that reports it."""
     conn.execute(
@@ -276,7 +276,7 @@ def mark_failed(
         insert_events(conn, [follow_up], "internal")
 
 
-def mark_suppressed(conn: sqlite3.Connection, delivery_id: int, reason: str, now: float) -> bool:
+def mark_suppressed(conn: Connection, delivery_id: int, reason: str, now: float) -> bool:
     """Record a pending delivery as suppressed, with the reason; False if it was no longer pending."""
     cursor = conn.execute(
         "UPDATE deliveries SET status = 'suppressed', reason = ?, updated_at = ?, next_attempt_at = NULL"
@@ -287,7 +287,7 @@ def mark_suppressed(conn: sqlite3.Connection, delivery_id: int, reason: str, now
 
 
 def suppress_removed_targets(
-    conn: sqlite3.Connection,
+    conn: Connection,
     configured: Collection[tuple[str, str, str]],
     skip: Collection[int],
     reason: str,
@@ -311,9 +311,7 @@ def suppress_removed_targets(
     return gone
 
 
-def retry_failed(
-    conn: sqlite3.Connection, *, delivery_id: int | None = None, event_id: str | None = None, now: float
-) -> int:
+def retry_failed(conn: Connection, *, delivery_id: int | None = None, event_id: str | None = None, now: float) -> int:
     """Put failed deliveries back to pending, due at `now`: the one with `delivery_id`, those of `event_id` (both
     given: the one if it belongs to that event), or every failed one if neither is given. Each gets a fresh retry
     budget (see the module's docstring); its attempts so far and its last error stay on the record. A delivery
@@ -335,7 +333,8 @@ def retry_failed(
         rows = [row for row in rows if row[0] not in taken]
     conn.executemany(
         "INSERT INTO delivery_retries (delivery_id, retries, retried_at, attempts_before) VALUES (?, 1, ?, ?)"
-        " ON CONFLICT (delivery_id) DO UPDATE SET retries = retries + 1, retried_at = excluded.retried_at,"
+        " ON CONFLICT (delivery_id) DO UPDATE SET retries = delivery_retries.retries + 1,"
+        " retried_at = excluded.retried_at,"
         " attempts_before = excluded.attempts_before",
         [(row_id, now, attempts) for row_id, attempts in rows],
     )
@@ -347,7 +346,7 @@ def retry_failed(
 
 
 def list_deliveries(
-    conn: sqlite3.Connection, *, event_id: str | None = None, status: str | None = None, limit: int = 100
+    conn: Connection, *, event_id: str | None = None, status: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     """Delivery records, newest first, as the API and the CLI show them (no real targets: labels only)."""
     clauses, params = [], []
@@ -384,11 +383,11 @@ def list_deliveries(
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
-def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
+def count_by_status(conn: Connection) -> dict[str, int]:
     counts = dict.fromkeys(STATUSES, 0)
     counts.update(dict(conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall()))
     return counts
 
 
-def count_pending(conn: sqlite3.Connection) -> int:
+def count_pending(conn: Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM deliveries WHERE status = 'pending'").fetchone()[0])

@@ -19,14 +19,14 @@ writes reuse them, so under a steady load the file stops growing once retention 
 A store created by this release has `auto_vacuum=INCREMENTAL` (`store.py`): when a pass leaves more than a
 quarter of the file free (after a burst has aged out, or a shorter limit), it gives those pages back to the file
 system, `RELEASE_PAGES` per transaction. A store created before keeps its size; docs/deploy.md shows how to
-convert it.
+convert it. On PostgreSQL, autovacuum makes the deleted rows' space reusable; giving it back to the file system
+takes a `VACUUM FULL`, which locks the tables: the database's admin decides, retention never does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +36,7 @@ from typing import TypeVar
 
 import structlog
 
+from .engines import Connection
 from .store import Store, utc_text
 
 log = structlog.get_logger(__name__)
@@ -83,7 +84,7 @@ class PassCounts:
     released_bytes: int = 0
 
 
-def prune_events(conn: sqlite3.Connection, cutoff: str, after: tuple[str, int], limit: int) -> EventsBatch:
+def prune_events(conn: Connection, cutoff: str, after: tuple[str, int], limit: int) -> EventsBatch:
     """Delete finished events received before `cutoff` (UTC text, as the store writes it), with their delivery
     records, walking from just after `after` (received_at, seq) oldest first; at most `limit` rows in all.
 
@@ -141,7 +142,7 @@ def prune_events(conn: sqlite3.Connection, cutoff: str, after: tuple[str, int], 
     return EventsBatch(len(event_ids), deliveries, None if done else after)
 
 
-def prune_orphans(conn: sqlite3.Connection, cutoff_s: float, after: int, limit: int) -> OrphansBatch:
+def prune_orphans(conn: Connection, cutoff_s: float, after: int, limit: int) -> OrphansBatch:
     """Delete delivery records created before `cutoff_s` (epoch seconds) whose event is not in the store, unless
     pending, walking `limit` records from just after id `after`; the walk ends at the first newer record."""
     rows = conn.execute(
@@ -161,7 +162,7 @@ def prune_orphans(conn: sqlite3.Connection, cutoff_s: float, after: int, limit: 
     return OrphansBatch(len(doomed), after if len(rows) == limit else None)
 
 
-def _delete_deliveries(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+def _delete_deliveries(conn: Connection, ids: Sequence[int]) -> None:
     if ids:
         conn.execute(f"DELETE FROM delivery_retries WHERE delivery_id IN ({_marks(ids)})", ids)
         conn.execute(f"DELETE FROM deliveries WHERE id IN ({_marks(ids)})", ids)
@@ -185,7 +186,7 @@ class FileSpace:
         return self.incremental and self.free_pages > self.pages * RELEASE_WHEN_FREE_SHARE
 
 
-def file_space(conn: sqlite3.Connection) -> FileSpace:
+def file_space(conn: Connection) -> FileSpace:
     """The store file's page counts (`PRAGMA page_count`, `freelist_count`, `page_size`, `auto_vacuum`)."""
 
     def pragma(name: str) -> int:
@@ -199,7 +200,7 @@ def file_space(conn: sqlite3.Connection) -> FileSpace:
     )
 
 
-def release_free_pages(conn: sqlite3.Connection, limit: int) -> tuple[int, int]:
+def release_free_pages(conn: Connection, limit: int) -> tuple[int, int]:
     """Give up to `limit` free pages back to the file system (a store with `auto_vacuum=INCREMENTAL`); return
     (pages given back, free pages left)."""
     before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
@@ -255,7 +256,7 @@ class Retention:
                 log.exception("store_prune_failed")
             delay_s = self.interval_s
 
-    async def _batch(self, job: Callable[[sqlite3.Connection], _T]) -> _T | None:
+    async def _batch(self, job: Callable[[Connection], _T]) -> _T | None:
         """Run one batch, then rest as long as it took (its wait for the store's thread included): retention never
         takes more than half of the store's time, and less when others keep it busy. None once `stop()` is called."""
         if self._stopping.is_set():
@@ -302,8 +303,8 @@ class Retention:
             counts.batches += 1
             orphan_after = orphans.after
 
-        space = await self.store.run(file_space, durable=False)
-        if space.worth_releasing:
+        space = await self.store.run(file_space, durable=False) if self.store.engine.name == "sqlite" else None
+        if space is not None and space.worth_releasing:
             left = space.free_pages
             while left:
                 step = await self._batch(partial(release_free_pages, limit=RELEASE_PAGES))

@@ -1,4 +1,4 @@
-"""The embedded store: one SQLite database (WAL) owned by one thread.
+"""The store: one database, SQLite (WAL, the embedded default) or PostgreSQL, owned by one thread.
 
 Every read and write goes through `await store.run(fn)`, which runs `fn(conn)` in the store's thread.
 The thread takes every job that is waiting, runs each in its own savepoint and commits them together:
@@ -10,6 +10,13 @@ the daemon acknowledges (an event, a contact's change) survives a power cut. The
 (plans, delivery states) passes `durable=False`: committed before `run` returns, so it survives the process
 being killed, but fsynced only with the next durable commit or checkpoint. A power cut can then at worst
 repeat a send, never lose an event; and a burst of deliveries does not cost one fsync per group.
+
+The engine (`engines/`) follows from where the store is: a path is an SQLite file, a `postgresql://` URL a
+PostgreSQL database. Everything below holds on both; what differs (connections, DDL, durability, the schema
+version, the instance lock) is the engine's. On PostgreSQL, `durable=False` is `synchronous_commit = off` for that
+transaction, and the instance lock is a session advisory lock held by the store's connection: the file lock
+described next is SQLite's. A PostgreSQL connection that is lost (the server restarted) is opened again for the next
+group; the jobs of the group that found it lost fail with a StoreError, as any failed commit does.
 
 One store file serves one daemon (SPEC §8a). The daemon opens its store with `exclusive=True`, which first takes an
 exclusive `flock` on `<db>.lock` beside the database and holds it until `close()`: a second daemon on the same file
@@ -27,12 +34,10 @@ retention (`retention.py`) can give the file's free pages back to the file syste
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
 import queue
-import sqlite3
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,9 +46,22 @@ from typing import Any, TypeVar
 
 import structlog
 
+from .engines import Connection, Engine, database_errors, engine_for, is_url
+from .engines.base import StoreInUse
 from .errors import StoreError
 from .events import Event
 from .migrations import check_known, upgrade
+
+__all__ = [
+    "EVENTS_SCHEMA",
+    "MAX_GROUP",
+    "Store",
+    "StoreInUse",
+    "StoreNotCreated",
+    "insert_events",
+    "store_exists",
+    "utc_text",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -70,7 +88,7 @@ CREATE INDEX IF NOT EXISTS events_received ON events(received_at);  -- retention
 
 @dataclass
 class _Job:
-    fn: Callable[[sqlite3.Connection], Any]
+    fn: Callable[[Any], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     durable: bool
@@ -81,19 +99,28 @@ JobOutcome = tuple[_Job, bool, Any]
 
 _STOP = object()
 
-# Beside the database: `dispatcher.db` → `dispatcher.db.lock`.
-LOCK_SUFFIX = ".lock"
+
+class StoreNotCreated(StoreError):
+    """A read-only open found no store: a PostgreSQL database in which no daemon has created its tables yet."""
 
 
-class StoreInUse(StoreError):
-    """Another process (or another open Store) holds the store's instance lock: one store serves one instance."""
+def store_exists(where: Path | str) -> bool:
+    """Whether a store may be at `where` for a command to open: the SQLite file exists; a PostgreSQL database is
+    taken to (opening it read-only says whether the daemon has created its tables there)."""
+    return is_url(where) or Path(where).exists()
 
 
 class Store:
-    """The SQLite store. Open it, `run` functions against it, close it."""
+    """The store. Open it, `run` functions against it, close it.
 
-    def __init__(self, path: Path | str, schemas: Sequence[str] = (), *, readonly: bool = False) -> None:
-        self.path = Path(path)
+    `where`: the SQLite file's path, or a `postgresql://` URL (`StoreConfig.where`).
+    """
+
+    def __init__(self, where: Path | str, schemas: Sequence[str] = (), *, readonly: bool = False) -> None:
+        self.engine: Engine = engine_for(where)
+        # The SQLite file (None on PostgreSQL), and where the store is as logs and messages show it.
+        self.path: Path | None = self.engine.path
+        self.shown = self.engine.shown
         self._schemas = [EVENTS_SCHEMA, *schemas]
         # Read-only: for commands that look at a running daemon's store (`routes`, `test`) and must not write to it.
         self.readonly = readonly
@@ -102,35 +129,37 @@ class Store:
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._collected: list[_Job] = []
         self._thread: threading.Thread | None = None
-        self._conn: sqlite3.Connection | None = None
-        self._lock_fd: int | None = None
+        self._conn: Any = None
+        self._exclusive = False
         self.is_open = False
         # Once open: the store's schema version, and the one it had before this open migrated it (None: new store).
         self.schema_version: int | None = None
         self.found_version: int | None = None
 
-    @property
-    def lock_path(self) -> Path:
-        """The instance lock's file, beside the database."""
-        return self.path.with_name(self.path.name + LOCK_SUFFIX)
-
     async def open(self, *, exclusive: bool = False) -> None:
-        """Create the database file and its tables if needed, migrate an older store, start the store's thread.
+        """Create the database (an SQLite file) and its tables if needed, migrate an older store, start the store's
+        thread.
 
         `exclusive`: first take the instance lock, held until `close()`; raises `StoreInUse` if another process
         holds it. The daemon opens its store so. Ignored for a read-only store, which is never migrated. Raises
-        `StoreTooNew` for a store written by a newer release, `StoreError` if a migration fails.
+        `StoreTooNew` for a store written by a newer release, `StoreError` if a migration fails, or if a read-only
+        open finds no store (a PostgreSQL database the daemon has not created its tables in).
         """
-        if exclusive and not self.readonly:
-            self._lock_fd = _lock_instance(self.lock_path, shown=self.path)
+        self._exclusive = exclusive and not self.readonly
+        if self._exclusive:
+            self.engine.lock_instance()
         try:
             await self._start_thread()
         except BaseException:
-            self._release_lock()
+            self.engine.release_instance()
             raise
         self.is_open = True
         log.info(
-            "store_opened", path=str(self.path), exclusive=self._lock_fd is not None, schema_version=self.schema_version
+            "store_opened",
+            engine=self.engine.name,
+            path=self.shown,
+            exclusive=self._exclusive,
+            schema_version=self.schema_version,
         )
 
     async def _start_thread(self) -> None:
@@ -162,15 +191,10 @@ class Store:
         self._jobs.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self._thread = None
-        self._release_lock()  # only now: the database is closed, so a successor can start on it
-        log.info("store_closed", path=str(self.path))
+        self.engine.release_instance()  # only now: the database is closed, so a successor can start on it
+        log.info("store_closed", path=self.shown)
 
-    def _release_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor drops the flock
-            self._lock_fd = None
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+    async def run(self, fn: Callable[[Any], T], *, durable: bool = True) -> T:
         """Run `fn(conn)` in the store's thread, inside a transaction that is committed before this returns.
 
         `durable=False`: the commit need not be fsynced yet (see the module's docstring).
@@ -197,38 +221,24 @@ class Store:
 
     # -- the thread ---------------------------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        if self.readonly:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
-            try:
-                conn.execute("PRAGMA busy_timeout=5000")
-                # Fails here, not at the first query, for a file that is not a database or a newer store.
-                self.found_version = self.schema_version = check_known(conn, self.path)
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so group commit is explicit.
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+    def _connect(self) -> Any:
+        conn = self.engine.connect(readonly=self.readonly, exclusive=self._exclusive)
         try:
-            # Takes effect only for a new database, and only before its first write (the WAL switch below is one);
-            # for an existing store it changes nothing.
-            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit is on disk (WAL fsynced) before the event is acknowledged, even across a power cut.
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=5000")
+            if self.readonly:
+                # Fails here, not at the first query, for a file that is not a database or a newer store.
+                self.found_version = self.schema_version = check_known(conn, self.shown, engine=self.engine)
+                if self.schema_version is None and self.path is None:
+                    raise StoreNotCreated(f"no store at {self.shown}: the daemon has not run with this config yet")
+                return conn
             began = time.monotonic()
-            self.found_version, self.schema_version = upgrade(conn, self._schemas, shown=self.path)
+            self.found_version, self.schema_version = upgrade(conn, self._schemas, shown=self.shown, engine=self.engine)
         except BaseException:
-            conn.close()
+            self.engine.close(conn)
             raise
         if self.found_version is not None and self.found_version != self.schema_version:
             log.info(
                 "store_migrated",
-                path=str(self.path),
+                path=self.shown,
                 from_version=self.found_version,
                 to_version=self.schema_version,
                 duration_s=round(time.monotonic() - began, 3),
@@ -242,11 +252,9 @@ class Store:
             started(err)
             return
         except Exception as err:
-            started(StoreError(f"cannot open the store at {self.path}: {err}"))
+            started(StoreError(f"cannot open the store at {self.shown}: {err}"))
             return
         started(None)
-        conn = self._conn
-        self._synchronous = "FULL"
         stopping = False
         while not stopping:
             handed = [self._jobs.get()]
@@ -259,20 +267,34 @@ class Store:
                 stopping = True
             batch = [job for jobs in handed if jobs is not _STOP for job in jobs]
             if batch:
-                self._run_group(conn, batch)
-        conn.close()
+                self._run_group(batch)
+        if self._conn is not None:
+            self.engine.close(self._conn)
 
-    def _run_group(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        synchronous = "FULL" if any(job.durable for job in batch) else "NORMAL"
-        if synchronous != self._synchronous and not self.readonly:
-            conn.execute(f"PRAGMA synchronous={synchronous}")
-            self._synchronous = synchronous
+    def _usable_connection(self) -> Any:
+        """The store's connection, opened again if it was lost (a PostgreSQL server restarted); raises StoreError
+        when it cannot be."""
+        if self._conn is not None and self.engine.usable(self._conn):
+            return self._conn
+        if self._conn is not None:
+            self.engine.close(self._conn)
+            self._conn = None
+        try:
+            self._conn = self.engine.connect(readonly=self.readonly, exclusive=self._exclusive)
+        except StoreError:
+            raise
+        except Exception as err:
+            raise StoreError(f"cannot reach the store at {self.shown}: {err}") from err
+        log.warning("store_reconnected", path=self.shown)
+        return self._conn
+
+    def _run_group(self, batch: list[_Job]) -> None:
         # Optimistically all in one transaction. Jobs are functions of the connection alone, so when one
         # raises, the group is rolled back and each job runs again in a transaction of its own: only the
         # failing one fails. (A savepoint per job would do the same at two statements per job, always.)
-        outcomes = self._in_one_transaction(conn, batch)
+        outcomes = self._in_one_transaction(batch)
         if outcomes is None:
-            outcomes = [outcome for job in batch for outcome in self._in_one_transaction(conn, [job], alone=True) or ()]
+            outcomes = [outcome for job in batch for outcome in self._in_one_transaction([job], alone=True) or ()]
         # One wake-up per event loop for the whole group, not one per job: waking a loop is a syscall.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for job, ok, value in outcomes:
@@ -283,70 +305,41 @@ class Store:
             except RuntimeError:  # that loop is closed: nobody waits for these any more
                 pass
 
-    def _in_one_transaction(
-        self, conn: sqlite3.Connection, jobs: list[_Job], *, alone: bool = False
-    ) -> list[JobOutcome] | None:
+    def _in_one_transaction(self, jobs: list[_Job], *, alone: bool = False) -> list[JobOutcome] | None:
         """Run `jobs` in one transaction. None if one of them raised (rolled back), unless `alone` (one job),
         whose exception is then its outcome. A failed commit fails them all: nothing of it is durable."""
         results: list[JobOutcome] = []
+        errors = database_errors()
+        engine = self.engine
+        conn = None
         try:
-            conn.execute("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
+            conn = self._usable_connection()
+            engine.begin(conn, readonly=self.readonly, durable=any(job.durable for job in jobs))
             for job in jobs:
                 try:
                     results.append((job, True, job.fn(conn)))
                 except Exception as err:
-                    conn.execute("ROLLBACK")
-                    return [(job, False, _as_store_error(err))] if alone else None
-            conn.execute("COMMIT")
-        except sqlite3.Error as err:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                    # The job's frames go: a cursor left in one (a RETURNING not read to its end) would keep its
+                    # statement in progress, and SQLite would refuse every later commit while the error lives.
+                    traceback.clear_frames(err.__traceback__)
+                    engine.rollback(conn)
+                    return [(job, False, _as_store_error(err, errors))] if alone else None
+            engine.commit(conn)
+        except (*errors, StoreError) as err:
+            if conn is not None and engine.usable(conn):
+                try:
+                    engine.rollback(conn)
+                except errors:
+                    pass  # lost with the commit: the next group opens the connection again
             log.error("store_commit_failed", error=str(err), jobs=len(jobs))
-            failure = StoreError(f"store write failed: {err}")
+            failure = err if isinstance(err, StoreError) else StoreError(f"store write failed: {err}")
             return [(job, False, failure) for job in jobs]
         return results
 
 
-def _lock_instance(lock_path: Path, *, shown: Path) -> int:
-    """Take the exclusive instance lock on `lock_path` without waiting, write our pid in it, return its descriptor.
-
-    Raises StoreInUse naming the holder's pid (as it wrote it) when another open file holds the lock. The file is
-    never removed: removing it while held would let a newcomer lock a fresh file of the same name beside us.
-    The descriptor is not inherited by child processes (Python's default), so a sender process cannot keep the
-    lock alive after the daemon is gone.
-    """
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as err:
-        raise StoreError(f"cannot open the store's lock file {lock_path}: {err.strerror or err}") from err
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as err:
-        holder = _holder_pid(fd)
-        os.close(fd)
-        by = f"another dispatcher (pid {holder})" if holder else "another dispatcher"
-        raise StoreInUse(f"the store {shown} is in use by {by}; one store serves one instance") from err
-    except OSError as err:
-        os.close(fd)
-        raise StoreError(f"cannot lock the store's lock file {lock_path}: {err.strerror or err}") from err
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-    return fd
-
-
-def _holder_pid(fd: int) -> int | None:
-    """The pid the lock's holder wrote, or None (not written yet: it writes just after locking)."""
-    try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def _as_store_error(err: Exception) -> Exception:
-    """A job's SQLite error (disk full, a constraint) as the StoreError callers handle; other errors as they are."""
-    if isinstance(err, sqlite3.Error):
+def _as_store_error(err: Exception, errors: tuple[type[Exception], ...]) -> Exception:
+    """A job's database error (disk full, a constraint) as the StoreError callers handle; other errors as they are."""
+    if isinstance(err, errors):
         wrapped = StoreError(f"store error: {err}")
         wrapped.__cause__ = err
         return wrapped
@@ -363,12 +356,12 @@ def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             future.set_exception(value)
 
 
-def insert_events(conn: sqlite3.Connection, events: Iterable[Event], source: str) -> list[bool]:
+def insert_events(conn: Connection, events: Iterable[Event], source: str) -> list[bool]:
     """INSERT events, ignoring ids already recorded; True for each one that is new."""
     fresh = []
     for event in events:
         cursor = conn.execute(
-            "INSERT OR IGNORE INTO events (id, type, body, source, received_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO events (id, type, body, source, received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (event.id, event.type, event.to_json(), source, utc_text(event.received_at)),
         )
         fresh.append(cursor.rowcount == 1)

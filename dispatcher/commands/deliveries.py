@@ -1,17 +1,19 @@
 """`dispatcher deliveries -c FILE [--event ID] [--status S] [--limit N] [--json]`: list recorded deliveries.
 
-Reads the store file directly (read-only), so it works whether or not the daemon is running.
+Opens the store read-only beside the daemon (no instance lock), so it works whether or not the daemon is running.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import sqlite3
 from datetime import UTC, datetime
+from typing import Any
 
-from ..errors import DispatcherError
+from ..errors import DispatcherError, StoreError
 from ..outbox import STATUSES, list_deliveries
+from ..store import Store, store_exists
 from .common import SubParsers, add_config_option, config_from
 
 
@@ -27,14 +29,14 @@ def add_parser(sub: SubParsers) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     config = config_from(args)
-    path = config.store.path
-    if not path.exists():
-        raise DispatcherError(f"no store at {path}: the daemon has not run with this config yet")
+    where = config.store.path
+    if not store_exists(where):
+        raise DispatcherError(f"no store at {where}: the daemon has not run with this config yet")
+    store = Store(where, readonly=True)
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
-            rows = list_deliveries(conn, event_id=args.event_id, status=args.status, limit=max(1, args.limit))
-    except sqlite3.Error as err:
-        raise DispatcherError(f"cannot read the store at {path}: {err}") from err
+        rows = asyncio.run(_list(store, event_id=args.event_id, status=args.status, limit=max(1, args.limit)))
+    except StoreError as err:
+        raise DispatcherError(f"cannot read the store at {store.shown}: {err}") from err
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -74,6 +76,14 @@ def handle(args: argparse.Namespace) -> int:
     for line in (columns, *table):
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     return 0
+
+
+async def _list(store: Store, *, event_id: str | None, status: str | None, limit: int) -> list[dict[str, Any]]:
+    await store.open()
+    try:
+        return await store.run(lambda conn: list_deliveries(conn, event_id=event_id, status=status, limit=limit))
+    finally:
+        await store.close()
 
 
 def _when(timestamp: float) -> str:

@@ -1,6 +1,6 @@
 """`dispatcher retry -c FILE (--delivery ID | --event ID | --failed)`: put failed deliveries back to pending now.
 
-Writes the store file directly, beside a running daemon (no instance lock: this change is meant for it); the
+Writes the store directly, beside a running daemon (no instance lock: this change is meant for it); the
 daemon's scheduler finds the rows at its next sweep, within a few seconds, and attempts them with a fresh retry
 budget. Prints how many were put back (`retried: N`); 0 when none matched, which is not an error.
 """
@@ -13,7 +13,7 @@ import time
 
 from .. import outbox
 from ..errors import DispatcherError
-from ..store import Store
+from ..store import Store, store_exists
 from .common import SubParsers, add_config_option, config_from
 
 
@@ -29,11 +29,11 @@ def add_parser(sub: SubParsers) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     config = config_from(args)
-    path = config.store.path
-    if not path.exists():
-        raise DispatcherError(f"no store at {path}: the daemon has not run with this config yet")
+    where = config.store.path
+    if not store_exists(where):
+        raise DispatcherError(f"no store at {where}: the daemon has not run with this config yet")
     retried = asyncio.run(
-        retry(Store(path, schemas=[outbox.SCHEMA]), delivery_id=args.delivery_id, event_id=args.event_id)
+        retry(Store(where, schemas=[outbox.SCHEMA]), delivery_id=args.delivery_id, event_id=args.event_id)
     )
     print(f"retried: {retried}")
     return 0

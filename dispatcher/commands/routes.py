@@ -27,7 +27,7 @@ from ..routing.planner import Plan, plan_event
 from ..routing.recipients import RecipientSource, SystemContacts
 from ..routing.routes import select_contacts
 from ..senders.channel_set import build_channels
-from ..store import Store
+from ..store import Store, StoreNotCreated, store_exists
 from .catalog import format_table, importance_text
 from .common import SubParsers, add_config_option, add_data_option, config_from, parse_data
 
@@ -87,10 +87,13 @@ def handle(args: argparse.Namespace) -> int:
 async def _plan(event: Event, config: Config, catalog: Catalog, channels: Mapping[str, Channel]) -> Plan:
     # The daemon's store, read-only (`routes` must never write to a running daemon's database), when there is one:
     # without it only the config's system contacts can be asked.
-    store = Store(config.store.path, readonly=True) if config.store.path.exists() else None
+    store = Store(config.store.path, readonly=True) if store_exists(config.store.path) else None
     try:
         if store is not None:
-            await store.open()
+            try:
+                await store.open()
+            except StoreNotCreated:  # a PostgreSQL database the daemon has not created its tables in yet
+                store = None
         sources = recipient_sources(config, store)
         return await plan_event(event, config=config, catalog=catalog, sources=sources, channels=channels)
     finally:

@@ -14,7 +14,7 @@ from ..probe import resolve_test_recipient, send_test_notice
 from ..render import Renderer
 from ..routing.recipients import Recipient
 from ..senders.channel_set import build_channels
-from ..store import Store
+from ..store import Store, store_exists
 from .common import SubParsers, add_config_option, config_from
 
 
@@ -43,7 +43,7 @@ async def _send(config, spec: str, channel_name: str) -> int:  # type: ignore[no
     channels = build_channels(config)
     # Recorded in the daemon's store when there is one (a plain writable open, which a running daemon allows);
     # a first test before the daemon ever ran creates no store.
-    record_in = Store(config.store.path) if config.store.path.exists() else None
+    record_in = Store(config.store.path) if store_exists(config.store.path) else None
     try:
         if record_in is not None:
             await record_in.open()

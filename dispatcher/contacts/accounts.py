@@ -14,7 +14,6 @@ seeds/README says so:
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from ..engines import Connection
 from ..events import Event
 from .model import (
     ACCOUNT_FIELDS,
@@ -64,7 +64,7 @@ class ChangeNotice:
 # -- store functions (run in the store's thread) -----------------------------------------------------------------
 
 
-def read_contact_info(conn: sqlite3.Connection, account: str) -> AccountContactInfo:
+def read_contact_info(conn: Connection, account: str) -> AccountContactInfo:
     """The account's settings; an account never saved has the documented defaults and no addresses."""
     row = conn.execute(
         "SELECT email, second_email, pushbullet_access_token, preferences FROM account_contacts WHERE account = ?",
@@ -79,7 +79,7 @@ def read_contact_info(conn: sqlite3.Connection, account: str) -> AccountContactI
     )
 
 
-def _write_contact_info(conn: sqlite3.Connection, info: AccountContactInfo, now: str) -> None:
+def _write_contact_info(conn: Connection, info: AccountContactInfo, now: str) -> None:
     preferences = json.dumps({name: int(value) for name, value in info.preferences.items()}, sort_keys=True)
     conn.execute(
         """
@@ -93,7 +93,7 @@ def _write_contact_info(conn: sqlite3.Connection, info: AccountContactInfo, now:
     )
 
 
-def notice_addresses(conn: sqlite3.Connection, event_id: str, account: str) -> tuple[str, ...]:
+def notice_addresses(conn: Connection, event_id: str, account: str) -> tuple[str, ...]:
     """The extra addresses recorded for the `ContactInfo/Change` event `event_id` of `account` (none if unknown)."""
     row = conn.execute(
         "SELECT addresses FROM account_contact_notices WHERE event_id = ? AND account = ?", (event_id, account)
@@ -171,7 +171,7 @@ def plan_notice(before: AccountContactInfo, after: AccountContactInfo, *, ip: st
 
 
 def save_contact_info(
-    conn: sqlite3.Connection, account: str, updates: Mapping[str, str | bool], *, ip: str | None = None
+    conn: Connection, account: str, updates: Mapping[str, str | bool], *, ip: str | None = None
 ) -> tuple[AccountContactInfo, ChangeNotice | None]:
     """Apply validated updates to the account (creating its row if needed); record the notice's extra addresses."""
     before = read_contact_info(conn, account)

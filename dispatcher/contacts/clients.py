@@ -7,7 +7,8 @@ leaves nothing behind. Rules:
 - Email addresses identify people. Within a client, no two of the client and its contacts share an address. A
   sub-account's address is a login (seed 003: "unique if the contact will be a sub-account"), so it also may not be
   any client's address or another sub-account's; a client's address likewise may not be a sub-account's.
-  Addresses compare without regard to case. A clash is `Conflict("Duplicate Email Address")`.
+  Addresses compare without regard to case (`lower(email) = lower(?)`, on both engines). A clash is
+  `Conflict("Duplicate Email Address")`.
 - ICANN (seed 002): a change that stops a contact (or the client) receiving domain emails, or deletes a contact
   that receives them, is refused unless the client or another contact still receives them.
 - `password2` is kept only as a salted scrypt hash, and only for a sub-account; it is never returned.
@@ -20,13 +21,14 @@ import base64
 import hashlib
 import hmac
 import os
-import sqlite3
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
+from ..engines import Connection
 from .model import (
     CATEGORIES,
     CLIENT_DEFAULT_PREFERENCES,
@@ -139,13 +141,13 @@ def _select_contacts(where: str = "", params: Sequence[Any] = (), suffix: str = 
     return f"SELECT {', '.join(_CONTACT_COLUMNS)} FROM client_contacts {where} {suffix}", params
 
 
-def read_contact(conn: sqlite3.Connection, contact_id: int) -> Contact | None:
+def read_contact(conn: Connection, contact_id: int) -> Contact | None:
     sql, params = _select_contacts("WHERE id = ?", (contact_id,))
     row = conn.execute(sql, params).fetchone()
     return _contact_from_row(row) if row else None
 
 
-def read_client(conn: sqlite3.Connection, client_id: int) -> Client | None:
+def read_client(conn: Connection, client_id: int) -> Client | None:
     row = conn.execute(f"SELECT {', '.join(_CLIENT_COLUMNS)} FROM clients WHERE id = ?", (client_id,)).fetchone()
     if row is None:
         return None
@@ -169,24 +171,24 @@ def read_client(conn: sqlite3.Connection, client_id: int) -> Client | None:
     )
 
 
-def contacts_of(conn: sqlite3.Connection, client_id: int) -> list[Contact]:
+def contacts_of(conn: Connection, client_id: int) -> list[Contact]:
     sql, params = _select_contacts("WHERE client_id = ?", (client_id,), "ORDER BY id")
     return [_contact_from_row(row) for row in conn.execute(sql, params)]
 
 
-def client_of_account(conn: sqlite3.Connection, account: str) -> int | None:
+def client_of_account(conn: Connection, account: str) -> int | None:
     row = conn.execute("SELECT client_id FROM client_accounts WHERE account = ?", (account,)).fetchone()
     return row[0] if row else None
 
 
-def _require_client(conn: sqlite3.Connection, client_id: int) -> Client:
+def _require_client(conn: Connection, client_id: int) -> Client:
     client = read_client(conn, client_id)
     if client is None:
         raise NotFound(CLIENT_NOT_FOUND, [f"clientid: no client {client_id}"])
     return client
 
 
-def _require_contact(conn: sqlite3.Connection, contact_id: int) -> Contact:
+def _require_contact(conn: Connection, contact_id: int) -> Contact:
     contact = read_contact(conn, contact_id)
     if contact is None:
         raise NotFound(CONTACT_NOT_FOUND, [f"contactid: no contact {contact_id}"])
@@ -197,65 +199,72 @@ def _require_contact(conn: sqlite3.Connection, contact_id: int) -> Contact:
 
 
 def _contact_email_clash(
-    conn: sqlite3.Connection, email: str, *, client_id: int, contact_id: int | None, subaccount: bool
+    conn: Connection, email: str, *, client_id: int, contact_id: int | None, subaccount: bool
 ) -> None:
     """Raise `Conflict(Duplicate Email Address)` if a contact of `client_id` may not use `email`."""
     if not email:
         return
-    if conn.execute("SELECT 1 FROM clients WHERE id = ? AND email = ? COLLATE NOCASE", (client_id, email)).fetchone():
+    if conn.execute("SELECT 1 FROM clients WHERE id = ? AND lower(email) = lower(?)", (client_id, email)).fetchone():
         raise Conflict(DUPLICATE_EMAIL, ["email: already the client's own address"])
+    others, other_params = _other_than("id", contact_id)
     row = conn.execute(
-        "SELECT id FROM client_contacts WHERE client_id = ? AND email = ? COLLATE NOCASE AND id IS NOT ?",
-        (client_id, email, contact_id),
+        f"SELECT id FROM client_contacts WHERE client_id = ? AND lower(email) = lower(?){others}",
+        (client_id, email, *other_params),
     ).fetchone()
     if row:
         raise Conflict(DUPLICATE_EMAIL, [f"email: already used by contact {row[0]} of this client"])
     if subaccount:
-        if conn.execute("SELECT 1 FROM clients WHERE email = ? COLLATE NOCASE", (email,)).fetchone():
+        if conn.execute("SELECT 1 FROM clients WHERE lower(email) = lower(?)", (email,)).fetchone():
             raise Conflict(DUPLICATE_EMAIL, ["email: a sub-account login, already another client's address"])
         if conn.execute(
-            "SELECT 1 FROM client_contacts WHERE subaccount = 1 AND email = ? COLLATE NOCASE AND id IS NOT ?",
-            (email, contact_id),
+            f"SELECT 1 FROM client_contacts WHERE subaccount = 1 AND lower(email) = lower(?){others}",
+            (email, *other_params),
         ).fetchone():
             raise Conflict(DUPLICATE_EMAIL, ["email: a sub-account login, already another sub-account's address"])
 
 
-def _client_email_clash(conn: sqlite3.Connection, email: str, *, client_id: int | None) -> None:
+def _client_email_clash(conn: Connection, email: str, *, client_id: int | None) -> None:
     """Raise `Conflict(Duplicate Email Address)` if the client `client_id` (None: a new one) may not use `email`."""
+    others, other_params = _other_than("id", client_id)
     row = conn.execute(
-        "SELECT id FROM clients WHERE email = ? COLLATE NOCASE AND id IS NOT ?", (email, client_id)
+        f"SELECT id FROM clients WHERE lower(email) = lower(?){others}", (email, *other_params)
     ).fetchone()
     if row:
         raise Conflict(DUPLICATE_EMAIL, ["email: already another client's address"])
     if conn.execute(
-        "SELECT 1 FROM client_contacts WHERE subaccount = 1 AND email = ? COLLATE NOCASE", (email,)
+        "SELECT 1 FROM client_contacts WHERE subaccount = 1 AND lower(email) = lower(?)", (email,)
     ).fetchone():
         raise Conflict(DUPLICATE_EMAIL, ["email: already a sub-account's login"])
     if (
         client_id is not None
         and conn.execute(
-            "SELECT 1 FROM client_contacts WHERE client_id = ? AND email = ? COLLATE NOCASE", (client_id, email)
+            "SELECT 1 FROM client_contacts WHERE client_id = ? AND lower(email) = lower(?)", (client_id, email)
         ).fetchone()
     ):
         raise Conflict(DUPLICATE_EMAIL, ["email: already one of this client's contacts"])
 
 
-def _domain_mail_kept(
-    conn: sqlite3.Connection, client_id: int, *, without_contact: int | None, client_on: bool
-) -> None:
+def _domain_mail_kept(conn: Connection, client_id: int, *, without_contact: int | None, client_on: bool) -> None:
     """Raise the ICANN refusal unless someone of the client still receives domain emails: the client itself, or
     another contact with domain emails on and an address to receive them at."""
     if client_on:
         return
+    others, other_params = _other_than("id", without_contact)
     if conn.execute(
-        "SELECT 1 FROM client_contacts WHERE client_id = ? AND domainemails = 1 AND email != '' AND id IS NOT ?",
-        (client_id, without_contact),
+        f"SELECT 1 FROM client_contacts WHERE client_id = ? AND domainemails = 1 AND email != ''{others}",
+        (client_id, *other_params),
     ).fetchone():
         return
     raise Conflict(ICANN_RULE, ["email_preferences[domain]: nobody else of the client receives domain emails"])
 
 
-def _accounts_free(conn: sqlite3.Connection, accounts: Sequence[str], client_id: int | None) -> None:
+def _other_than(column: str, value: int | None) -> tuple[str, tuple[int, ...]]:
+    """The clause (and its parameter) that leaves out the row whose `column` is `value`; none for None. (`IS NOT ?`
+    is SQLite's alone, and `IS DISTINCT FROM` needs SQLite 3.39.)"""
+    return ("", ()) if value is None else (f" AND {column} != ?", (value,))
+
+
+def _accounts_free(conn: Connection, accounts: Sequence[str], client_id: int | None) -> None:
     taken = []
     for account in accounts:
         owner = client_of_account(conn, account)
@@ -265,7 +274,7 @@ def _accounts_free(conn: sqlite3.Connection, accounts: Sequence[str], client_id:
         raise Conflict("Account already belongs to another client", taken)
 
 
-def _set_accounts(conn: sqlite3.Connection, client_id: int, accounts: Sequence[str]) -> None:
+def _set_accounts(conn: Connection, client_id: int, accounts: Sequence[str]) -> None:
     conn.execute("DELETE FROM client_accounts WHERE client_id = ?", (client_id,))
     conn.executemany(
         "INSERT INTO client_accounts (account, client_id) VALUES (?, ?)", [(a, client_id) for a in accounts]
@@ -275,7 +284,7 @@ def _set_accounts(conn: sqlite3.Connection, client_id: int, accounts: Sequence[s
 # -- store functions: clients ------------------------------------------------------------------------------------
 
 
-def insert_client(conn: sqlite3.Connection, fields: Mapping[str, Any]) -> Client:
+def insert_client(conn: Connection, fields: Mapping[str, Any]) -> Client:
     """Create a client from validated fields (`email` required; `id` optional)."""
     client_id = fields.get("id")
     if client_id is not None and read_client(conn, client_id) is not None:
@@ -285,7 +294,11 @@ def insert_client(conn: sqlite3.Connection, fields: Mapping[str, Any]) -> Client
     _accounts_free(conn, accounts, None)
     prefs = {**CLIENT_DEFAULT_PREFERENCES, **fields.get("email_preferences", {})}
     now = _now()
-    cursor = conn.execute(
+    if client_id is None:
+        # The next id as SQLite gives a rowid (one more than the largest), on both engines: ids are often given
+        # (WHMCS's own), which an identity column's sequence would not know of.
+        client_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM clients").fetchone()[0]
+    conn.execute(
         f"INSERT INTO clients (id, email, firstname, lastname, companyname, {', '.join(_FLAGS)}, created_at, "
         f"updated_at) VALUES (?, ?, ?, ?, ?, {', '.join('?' * len(_FLAGS))}, ?, ?)",
         (
@@ -299,13 +312,11 @@ def insert_client(conn: sqlite3.Connection, fields: Mapping[str, Any]) -> Client
             now,
         ),
     )
-    new_id = cursor.lastrowid if client_id is None else client_id
-    assert new_id is not None
-    _set_accounts(conn, new_id, accounts)
-    return _require_client(conn, new_id)
+    _set_accounts(conn, client_id, accounts)
+    return _require_client(conn, client_id)
 
 
-def change_client(conn: sqlite3.Connection, client_id: int, fields: Mapping[str, Any]) -> Client:
+def change_client(conn: Connection, client_id: int, fields: Mapping[str, Any]) -> Client:
     """Change the given fields of a client; `accounts` replaces the list of accounts it owns."""
     client = _require_client(conn, client_id)
     if "email" in fields and fields["email"].lower() != client.email.lower():
@@ -330,7 +341,7 @@ def change_client(conn: sqlite3.Connection, client_id: int, fields: Mapping[str,
 # -- store functions: contacts -----------------------------------------------------------------------------------
 
 
-def insert_contact(conn: sqlite3.Connection, client_id: int, fields: Mapping[str, Any]) -> Contact:
+def insert_contact(conn: Connection, client_id: int, fields: Mapping[str, Any]) -> Contact:
     """Add a contact to a client from validated fields (`password_hash` already made from `password2`).
 
     A contact given a password is a sub-account unless `subaccount` says otherwise, which is an error.
@@ -359,13 +370,13 @@ def insert_contact(conn: sqlite3.Connection, client_id: int, fields: Mapping[str
         now,
     ]
     cursor = conn.execute(
-        f"INSERT INTO client_contacts ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
+        f"INSERT INTO client_contacts ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) RETURNING id",
+        values,
     )
-    assert cursor.lastrowid is not None
-    return _require_contact(conn, cursor.lastrowid)
+    return _require_contact(conn, int(cursor.fetchall()[0][0]))
 
 
-def change_contact(conn: sqlite3.Connection, contact_id: int, fields: Mapping[str, Any]) -> Contact:
+def change_contact(conn: Connection, contact_id: int, fields: Mapping[str, Any]) -> Contact:
     """Change the given fields of a contact. Turning `subaccount` off forgets its password."""
     contact = _require_contact(conn, contact_id)
     subaccount = fields.get("subaccount", contact.subaccount)
@@ -398,7 +409,7 @@ def change_contact(conn: sqlite3.Connection, contact_id: int, fields: Mapping[st
     return _require_contact(conn, contact_id)
 
 
-def remove_contact(conn: sqlite3.Connection, contact_id: int) -> Contact:
+def remove_contact(conn: Connection, contact_id: int) -> Contact:
     """Delete a contact, unless it is the client's last receiver of domain emails (ICANN)."""
     contact = _require_contact(conn, contact_id)
     if contact.email_preferences["domain"]:
@@ -411,7 +422,7 @@ def remove_contact(conn: sqlite3.Connection, contact_id: int) -> Contact:
 
 
 def query_contacts(
-    conn: sqlite3.Connection, filters: Mapping[str, Any], offset: int, limit: int | None
+    conn: Connection, filters: Mapping[str, Any], offset: int, limit: int | None
 ) -> tuple[int, list[Contact]]:
     """Contacts matching every filter (`client_id` and `FILTER_FIELDS`), by id: (total matching, the page)."""
     clauses, params = [], []
@@ -419,7 +430,7 @@ def query_contacts(
         if name == "client_id":
             clauses.append("client_id = ?")
         elif name in ("email", "country"):
-            clauses.append(f"{name} = ? COLLATE NOCASE")
+            clauses.append(f"lower({name}) = lower(?)")
         elif name == "subaccount":
             value = int(value)
             clauses.append("subaccount = ?")
@@ -431,11 +442,12 @@ def query_contacts(
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     total = conn.execute(f"SELECT count(*) FROM client_contacts {where}", params).fetchone()[0]
     sql, _ = _select_contacts(where, (), "ORDER BY id LIMIT ? OFFSET ?")
-    rows = conn.execute(sql, [*params, -1 if limit is None else limit, offset]).fetchall()
+    # No limit is the largest one: PostgreSQL refuses SQLite's -1, and SQLite has no LIMIT ALL.
+    rows = conn.execute(sql, [*params, sys.maxsize if limit is None else limit, offset]).fetchall()
     return total, [_contact_from_row(row) for row in rows]
 
 
-def client_and_contacts(conn: sqlite3.Connection, client_id: int) -> tuple[Client, list[Contact]] | None:
+def client_and_contacts(conn: Connection, client_id: int) -> tuple[Client, list[Contact]] | None:
     client = read_client(conn, client_id)
     return None if client is None else (client, contacts_of(conn, client_id))
 
@@ -443,7 +455,7 @@ def client_and_contacts(conn: sqlite3.Connection, client_id: int) -> tuple[Clien
 # -- async API ---------------------------------------------------------------------------------------------------
 
 
-async def _logged(store: Store, action: str, fn: Callable[[sqlite3.Connection], T], **context: Any) -> T:
+async def _logged(store: Store, action: str, fn: Callable[[Connection], T], **context: Any) -> T:
     result = await store.run(fn)
     log.info(action, **context)
     return result
@@ -471,7 +483,7 @@ async def update_client(store: Store, client_id: int, fields: Mapping[str, Any])
 async def list_client_contacts(store: Store, client_id: int) -> list[Contact]:
     """A client's contacts by id, or `NotFound("Client ID Not Found")`."""
 
-    def query(conn: sqlite3.Connection) -> list[Contact]:
+    def query(conn: Connection) -> list[Contact]:
         _require_client(conn, client_id)
         return contacts_of(conn, client_id)
 

@@ -13,7 +13,6 @@ A recipient with no address is still proposed, so that `dispatcher routes` can s
 
 from __future__ import annotations
 
-import sqlite3
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -25,6 +24,7 @@ from .model import AccountContactInfo, account_name_problem, unique_addresses
 
 if TYPE_CHECKING:
     from ..catalog import AlertType
+    from ..engines import Connection
     from ..events import Event
     from ..store import Store
 
@@ -66,7 +66,7 @@ class AccountContacts:
         if account_name_problem(account):
             return []  # no account can have such a name, so none has contact info
 
-        def read(conn: sqlite3.Connection) -> tuple[AccountContactInfo, tuple[str, ...]]:
+        def read(conn: Connection) -> tuple[AccountContactInfo, tuple[str, ...]]:
             info = read_contact_info(conn, account)
             return info, notice_addresses(conn, event.id, account) if account_only else ()
 
@@ -109,7 +109,7 @@ class ClientContacts:
         if category is None or (event.client_id is None and not event.account):
             return []
 
-        def read(conn: sqlite3.Connection) -> Any:
+        def read(conn: Connection) -> Any:
             client_id = event.client_id
             if client_id is None and event.account:
                 client_id = client_of_account(conn, event.account)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import sqlite3
 from base64 import b64encode
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from datetime import UTC, datetime
 import structlog
 
 from ..config import BusConfig
+from ..engines import Connection, is_store_failure
 from ..events import MAX_PAYLOAD_BYTES, Event
 from ..store import Store, insert_events
 from ..untrusted_json import quote
@@ -59,11 +59,11 @@ class DeadLetter:
 
 
 def record_batch(
-    conn: sqlite3.Connection, events: Sequence[tuple[Event, DeadLetter]], letters: Sequence[DeadLetter]
+    conn: Connection, events: Sequence[tuple[Event, DeadLetter]], letters: Sequence[DeadLetter]
 ) -> tuple[list[Event], list[bool], list[DeadLetter]]:
     """Insert a batch's events and dead letters in the caller's transaction.
 
-    `events` pairs each event with the dead letter it becomes if it cannot be stored (a value SQLite refuses);
+    `events` pairs each event with the dead letter it becomes if it cannot be stored (a value the database refuses);
     returns the events stored, for each whether it is new, and every dead letter written (refused ones first).
     """
     stored: list[Event] = []
@@ -73,9 +73,10 @@ def record_batch(
         try:
             fresh.append(insert_events(conn, [event], "mqtt")[0])
             stored.append(event)
-        except sqlite3.OperationalError:
-            raise  # the store itself (disk full, locked): the whole batch stays unacknowledged and comes again
-        except Exception as err:  # this event's values: it alone becomes a dead letter
+        except Exception as err:
+            if is_store_failure(err):
+                raise  # the store itself (disk full, locked): the whole batch stays unacknowledged and comes again
+            # This event's values: it alone becomes a dead letter.
             written.append(
                 DeadLetter(
                     if_unstorable.topic,
@@ -92,7 +93,7 @@ def record_batch(
     return stored, fresh, written
 
 
-def take_unpublished(conn: sqlite3.Connection, limit: int) -> list[tuple[int, DeadLetter]]:
+def take_unpublished(conn: Connection, limit: int) -> list[tuple[int, DeadLetter]]:
     """The oldest dead letters not yet republished."""
     rows = conn.execute(
         "SELECT seq, topic, reason, message, payload, received_at FROM dead_letters ORDER BY seq LIMIT ?", (limit,)
@@ -100,11 +101,11 @@ def take_unpublished(conn: sqlite3.Connection, limit: int) -> list[tuple[int, De
     return [(row[0], DeadLetter(row[1], row[2], row[3], bytes(row[4]), row[5])) for row in rows]
 
 
-def delete_published(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
+def delete_published(conn: Connection, seqs: Sequence[int]) -> None:
     conn.executemany("DELETE FROM dead_letters WHERE seq = ?", [(seq,) for seq in seqs])
 
 
-def count_unpublished(conn: sqlite3.Connection) -> int:
+def count_unpublished(conn: Connection) -> int:
     row = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
     return int(row[0])
 

@@ -42,4 +42,6 @@ def check_templates(config: object) -> list[str]:
         from ..render import check_templates as compile_all
     except ImportError:  # rendering not built yet
         return []
-    return compile_all(config)
+    from ..digests.render import check_digest_templates
+
+    return compile_all(config) or check_digest_templates(config)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ import structlog
 
 from ..catalog import Catalog
 from ..channels import Channel
+from ..digests.runner import Digests
 from ..errors import StoreError
 from ..events import Event
 from ..outbox import count_pending, load_pending_page, suppress_removed_targets
@@ -73,6 +74,17 @@ class Pipeline:
             attempt=lambda delivery, event, free_slot: self.attempts.attempt(delivery, event, free_slot),
             lookahead=self.sender.lookahead,
         )
+        # Deliveries a digest rule holds back: taken from planning, attempted when their digest is due.
+        self.digests = Digests(
+            store_run=self._store_run,
+            metrics=metrics,
+            clock=clock,
+            sender=self.sender,
+            config=config,
+            channels=self.channels,
+            system_targets=system_targets(config),
+            events_recorded=lambda events: self.planner.events_recorded(events),
+        )
         self.planner = Planner(
             store_run=self._store_run,
             catalog=catalog,
@@ -82,6 +94,7 @@ class Pipeline:
             config=config,
             sources=sources,
             channels=self.channels,
+            digests=self.digests,
         )
         self.outcomes = Outcomes(
             store_run=self._store_run,
@@ -126,13 +139,15 @@ class Pipeline:
         # From here on no attempt goes to a system contact's address the new config dropped (checked before each
         # attempt); what waits in the store for one is recorded suppressed now.
         self.attempts.apply_config(self.channels, system_targets(config))
+        self.digests.apply_config(config, self.channels, system_targets(config))
         if self._tasks is not None:
             self._tasks.create_task(self._suppress_removed_targets(), name="suppress-removed-targets")
 
     def look_for_pending_now(self) -> None:
         """Deliveries were put back to pending in the store (`POST /api/v1/deliveries/retry`): take them up now,
-        not at the next sweep."""
+        not at the next sweep (a digest put back with them, too)."""
         self.scheduler.look_for_pending_now()
+        self.digests.look_now()
 
     # -- the run -----------------------------------------------------------------------------------------------
 
@@ -150,6 +165,7 @@ class Pipeline:
             loops = [
                 tasks.create_task(self.planner.run(), name="planner"),
                 tasks.create_task(self.scheduler.run_retries(), name="retry-scheduler"),
+                tasks.create_task(self.digests.run(), name="digests"),
             ]
             await self._stopping.wait()
             for task in loops:
@@ -202,6 +218,7 @@ class Pipeline:
 
     async def _drain(self) -> None:
         await self.scheduler.drain()
+        await self.digests.drain()
         await self.sender.close()
         if isinstance(self.sender, SenderPool):  # else they were the local sender's, which closed them
             await close_channels([*self.channels.values(), *self._retired_channels])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -26,7 +26,9 @@ from .scheduling import STORE_RETRY_S, Scheduler, StoreRun
 if TYPE_CHECKING:
     from ..channels import Channel
     from ..config import Config
+    from ..digests.runner import Digests
     from ..metrics import Metrics
+    from ..outbox import PendingDelivery
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +41,8 @@ PLAN_ROWS = 1000
 
 class Planner:
     """Plans recorded events under the current config and records the plans; the pending deliveries go to the
-    scheduler. `run()` until cancelled."""
+    scheduler, except those a digest rule holds back (`digests`, in the same transaction), which go with their
+    digest. `run()` until cancelled."""
 
     def __init__(
         self,
@@ -52,12 +55,14 @@ class Planner:
         config: Config,
         sources: Sequence[RecipientSource],
         channels: Mapping[str, Channel],
+        digests: Digests | None = None,
     ) -> None:
         self._store_run = store_run
         self.catalog = catalog
         self.metrics = metrics
         self.clock = clock
         self.scheduler = scheduler
+        self.digests = digests
         self.apply_config(config, sources, channels)
         self._wakeup = asyncio.Event()  # set after new events are committed
         self._cursor = 0  # the last event seq the planner has read
@@ -158,13 +163,23 @@ class Planner:
             )
         now = self.clock()
         ids = [event.id for event in planned]
+        by_id = {event.id: event for event in planned}
+        digests = self.digests
+
+        def record(conn: Any) -> tuple[list[PendingDelivery], list[tuple[int, int, float]]]:
+            pending = record_plans(conn, ids, rows, now)
+            return pending, digests.hold(conn, pending, by_id, now) if digests is not None else []
+
         try:
-            pending = await self._store_run(lambda conn: record_plans(conn, ids, rows, now))
+            pending, held = await self._store_run(record)
         except StoreError:
             log.exception("plan_recording_failed", events=len(ids), retry_in_s=STORE_RETRY_S)
             return None
-        by_id = {event.id: event for event in planned}
         self.metrics.pending.inc(len(pending))
+        in_digests = {delivery_id for delivery_id, _, _ in held}
         for delivery in pending:
-            self.scheduler.enqueue(delivery, by_id[delivery.event_id])
+            if delivery.id not in in_digests:
+                self.scheduler.enqueue(delivery, by_id[delivery.event_id])
+        if digests is not None:
+            digests.held(held)
         return taken

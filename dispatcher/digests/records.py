@@ -63,6 +63,8 @@ class Joining:
     size_bytes: int
     wait_s: float
     interval_s: float
+    not_before: float = 0.0
+    """When the delivery may go at the earliest (quiet hours hold it until their end): its digest is due no sooner."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +118,10 @@ def hold(conn: Connection, joining: Iterable[Joining], now: float) -> list[tuple
     """Put each delivery of `joining` into its group's digest to its (recipient, channel, target), in the caller's
     transaction (the one that records the plan); returns (delivery id, digest id, due at) for each.
 
-    The group's last digest, if it is still collecting and has room, takes it. Otherwise a new digest is made, due
-    `interval_s` after the last one was taken for sending if that is still ahead, else (a full digest) when the
-    full one is due, else `wait_s` from now. The delivery stays pending, without a due time of its own."""
+    The group's last digest, if it is still collecting, has room and is not due before the delivery's `not_before`,
+    takes it. Otherwise a new digest is made, due `interval_s` after the last one was taken for sending if that is
+    still ahead, else (a full digest) when the full one is due, else `wait_s` from now; and no sooner than
+    `not_before`. The delivery stays pending, without a due time of its own."""
     # The digests of this call by their group and address, so a burst asks the store once per group.
     latest: dict[tuple[str, str, str, str], list[Any]] = {}
     held: list[tuple[int, int, float]] = []
@@ -137,7 +140,8 @@ def hold(conn: Connection, joining: Iterable[Joining], now: float) -> list[tuple
             row is not None
             and row[1] == "collecting"
             and row[4] < MAX_MEMBERS
-            and (row[4] == 0 or row[5] + join.size_bytes <= MAX_SIZE_BYTES)
+            and row[5] + join.size_bytes <= MAX_SIZE_BYTES
+            and float(row[2]) >= join.not_before
         ):
             digest_id, due_at = int(row[0]), float(row[2])
             row[4] += 1
@@ -154,6 +158,7 @@ def hold(conn: Connection, joining: Iterable[Joining], now: float) -> list[tuple
                 due_at = float(row[2])
             else:
                 due_at = now + join.wait_s
+            due_at = max(due_at, join.not_before)
             digest_id = int(
                 conn.execute(
                     "INSERT INTO digests (group_key, recipient, recipient_kind, channel, target, target_label,"

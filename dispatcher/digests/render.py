@@ -22,6 +22,7 @@ sender process. This module imports nothing of the daemon's side.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import structlog
 
+from ..catalog import load_catalog
 from ..events import Event
 from ..levels import Importance
 from ..message import Message
@@ -47,6 +49,7 @@ from ..render import (
 )
 
 if TYPE_CHECKING:
+    from ..config import Config
     from ..routing.recipients import Recipient
 
 log = structlog.get_logger(__name__)
@@ -84,6 +87,7 @@ class DigestRenderer:
 
     def __init__(self, renderer: Renderer, *, templates_dir: Path | None) -> None:
         self.renderer = renderer
+        self._override_dir = Path(templates_dir) if templates_dir else None
         shipped = shipped_templates_dir()
         search = [str(templates_dir)] if templates_dir else []
         search.append(str(shipped))
@@ -215,8 +219,8 @@ class DigestRenderer:
     # -- checking ------------------------------------------------------------------------------------------------
 
     def check(self, hostname: str) -> list[str]:
-        """Render a two-event example digest with the templates in use; one `FILE: message` line per problem
-        (compiling every file is `Renderer.check`'s)."""
+        """Render a two-event example digest with the templates in use; one `FILE:LINE: message` line for the
+        first problem (compiling every file is `Renderer.check`'s)."""
         now = datetime.now(UTC)
         events = tuple(
             Event(
@@ -236,8 +240,36 @@ class DigestRenderer:
         try:
             self._render_with(self._env, context, want_html=True)
         except _Failed as failed:
-            return [f"{failed.template}: {_describe(failed.error)}"]
+            filename, line = _location(failed.error)
+            where = filename or self._path_of(failed.template)
+            message = getattr(failed.error, "message", None) or str(failed.error)
+            return [f"{where}:{line or 1}: {type(failed.error).__name__}: {message}"]
         return []
+
+    def _path_of(self, name: str) -> str:
+        for root in (self._override_dir, shipped_templates_dir()):
+            if root is not None and (root / name).is_file():
+                return str(root / name)
+        return name
+
+
+def _location(err: BaseException) -> tuple[str | None, int | None]:
+    """The template file and line an error comes from (Jinja rewrites tracebacks to template frames)."""
+    if isinstance(err, jinja2.TemplateSyntaxError):
+        return err.filename or err.name, err.lineno
+    filename: str | None = None
+    line: int | None = None
+    for frame, frame_line in traceback.walk_tb(err.__traceback__):
+        if frame.f_code.co_filename.endswith(".j2"):
+            filename, line = frame.f_code.co_filename, frame_line
+    return filename, line
+
+
+def check_digest_templates(config: Config) -> list[str]:
+    """What `dispatcher check-config` reports about the digest templates in use (shipped, or overridden in the
+    config's `templates.dir`): a `FILE:LINE: message` line if an example digest does not render."""
+    renderer = Renderer(load_catalog(), templates_dir=config.templates.dir, hostname=config.hostname)
+    return DigestRenderer(renderer, templates_dir=config.templates.dir).check(config.hostname)
 
 
 def _plain(context: dict[str, Any], *, want_html: bool) -> tuple[str, str, str]:

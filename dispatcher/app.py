@@ -39,7 +39,7 @@ class Dispatcher:
         self.config = config
         self.catalog = catalog or load_catalog()
         self.metrics = Metrics()
-        self.store = Store(config.store.path, schemas=[outbox.SCHEMA, contacts.SCHEMA, dead_letters.SCHEMA])
+        self.store = Store(config.store.where, schemas=[outbox.SCHEMA, contacts.SCHEMA, dead_letters.SCHEMA])
         self.retention = Retention(self.store, config.store.retention_days)
         self.intake = MqttIntake(
             config.bus,

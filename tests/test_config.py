@@ -286,6 +286,39 @@ def test_retention_days_defaults_to_30_and_null_keeps_everything() -> None:
         assert _issues(err) == [f"c.yaml:1:25: store.retention_days: {problem}"]
 
 
+def test_the_store_is_an_sqlite_file_or_a_postgresql_database() -> None:
+    """`store.path` (the default) or `store.url` (SPEC §8a: a PostgreSQL database), not both; `where` is what the
+    store is opened with. The URL must be a postgresql:// one, and carries no password (libpq reads a password
+    file), which no message repeats."""
+    sqlite = parse_config("store: {path: /var/lib/d/d.db}\n").store
+    assert (sqlite.path, sqlite.url, sqlite.where) == (Path("/var/lib/d/d.db"), None, Path("/var/lib/d/d.db"))
+    url = "postgresql://dispatcher@db.example.com:5432/dispatcher?passfile=/etc/dispatcher/pgpass"
+    postgres = parse_config(f"store: {{url: '{url}', retention_days: 7}}\n").store
+    assert (postgres.path, postgres.url, postgres.where, postgres.retention_days) == (None, url, url, 7)
+    for text, problem in (
+        (
+            "store: {path: d.db, url: 'postgresql://h/d'}",
+            "1:26: store.url: give either path (an SQLite file) or url (a PostgreSQL database), not both",
+        ),
+        ("store: {url: 'mysql://h/d'}", "1:14: store.url: expected a postgresql:// URL, got 'mysql://h/d'"),
+        (
+            "store: {url: 'postgresql://u:hunter2@h/d'}",
+            "1:14: store.url: a password does not belong in the URL: give libpq a password file"
+            " (?passfile=/etc/dispatcher/pgpass, in the format of ~/.pgpass)",
+        ),
+        (
+            "store: {url: 'postgresql://u@h/d?password=hunter2'}",
+            "1:14: store.url: a password does not belong in the URL: give libpq a password file"
+            " (?passfile=/etc/dispatcher/pgpass, in the format of ~/.pgpass)",
+        ),
+        ("store: {url: 'postgresql://h:99999/d'}", "1:14: store.url: bad host or port in 'postgresql://h:99999/d'"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            parse_config(text + "\n", source="c.yaml")
+        assert _issues(err) == [f"c.yaml:{problem}"]
+        assert "hunter2" not in str(err.value)
+
+
 def test_an_importance_key_that_matches_no_known_type_is_a_warning() -> None:
     """`Foo/*` with no catalog type of application Foo, or an exact type not in the catalog, loads (unknown types
     are allowed) with a `FILE:LINE:COL: warning:` line at the key, suggesting a close name when there is one; keys

@@ -29,7 +29,7 @@ def add_parser(sub: SubParsers) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     config = config_from(args)
-    where = config.store.path
+    where = config.store.where
     if not store_exists(where):
         raise DispatcherError(f"no store at {where}: the daemon has not run with this config yet")
     retried = asyncio.run(

@@ -87,7 +87,7 @@ def handle(args: argparse.Namespace) -> int:
 async def _plan(event: Event, config: Config, catalog: Catalog, channels: Mapping[str, Channel]) -> Plan:
     # The daemon's store, read-only (`routes` must never write to a running daemon's database), when there is one:
     # without it only the config's system contacts can be asked.
-    store = Store(config.store.path, readonly=True) if store_exists(config.store.path) else None
+    store = Store(config.store.where, readonly=True) if store_exists(config.store.where) else None
     try:
         if store is not None:
             try:

@@ -32,7 +32,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 async def _send(config, spec: str, channel_name: str) -> int:  # type: ignore[no-untyped-def]
-    store = Store(config.store.path, readonly=True)
+    store = Store(config.store.where, readonly=True)
     if spec.startswith("account:"):  # only accounts live in the store; system contacts are in the config
         await store.open()
     try:
@@ -43,7 +43,7 @@ async def _send(config, spec: str, channel_name: str) -> int:  # type: ignore[no
     channels = build_channels(config)
     # Recorded in the daemon's store when there is one (a plain writable open, which a running daemon allows);
     # a first test before the daemon ever ran creates no store.
-    record_in = Store(config.store.path) if store_exists(config.store.path) else None
+    record_in = Store(config.store.where) if store_exists(config.store.where) else None
     try:
         if record_in is not None:
             await record_in.open()

@@ -4,7 +4,7 @@ sender processes)."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from yaml.nodes import Node
 
@@ -130,7 +130,15 @@ def read_http(reader: Reader, m: Map) -> HttpConfig:
 
 
 def read_store(m: Map) -> StoreConfig:
-    path = m.get("path", m.reader.path, DEFAULT_STORE_PATH)
+    """`path` (an SQLite file, the default) or `url` (a PostgreSQL database), not both."""
+    path = m.get("path", m.reader.path, None)
+    url = m.get("url", lambda node, key: m.reader.parsed(node, key, _store_url), None)
+    if path is not None and url is not None:
+        node = m.value_node("url")
+        assert node is not None  # its value was just read
+        m.reader.error(node, m.sub("url"), "give either path (an SQLite file) or url (a PostgreSQL database), not both")
+    if url is None and path is None:
+        path = DEFAULT_STORE_PATH
     # The one key whose null is not its default: `retention_days: null` keeps everything, as `max_attempts: null`
     # sets no limit. Left out, it is 30 days.
     retention_days: int | None = DEFAULT_RETENTION_DAYS
@@ -141,7 +149,25 @@ def read_store(m: Map) -> StoreConfig:
         if retention_days is None and m.value_node("retention_days") is not None:
             retention_days = DEFAULT_RETENTION_DAYS  # a bad value, already reported
     m.finish()
-    return StoreConfig(path=path, retention_days=retention_days)
+    return StoreConfig(path=None if url is not None else path, url=url, retention_days=retention_days)
+
+
+def _store_url(text: str) -> str:
+    """A libpq URL of a PostgreSQL database (`postgresql://user@host:port/db`), without a password: a secret belongs
+    in a file, which libpq reads (`?passfile=…`, in the format of ~/.pgpass)."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018  # raises ValueError for a bad port
+    except ValueError:
+        raise ValueError(f"bad host or port in {redact_url(text)!r}") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"expected a postgresql:// URL, got {redact_url(text)!r}")
+    if parts.password is not None or any(key == "password" for key, _ in parse_qsl(parts.query)):
+        raise ValueError(
+            "a password does not belong in the URL: give libpq a password file (?passfile=/etc/dispatcher/pgpass,"
+            " in the format of ~/.pgpass)"
+        )
+    return text
 
 
 def read_templates(reader: Reader, m: Map) -> TemplatesConfig:

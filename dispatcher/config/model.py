@@ -58,11 +58,21 @@ class HttpConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """The SQLite database file, and for how many days finished events and their delivery records are kept (None:
-    for ever; `retention.py`)."""
+    """Where the store is, the SQLite database file (`path`, the default) or a PostgreSQL database (`url`, SPEC §8a;
+    `path` is then None), and for how many days finished events and their delivery records are kept (None: for
+    ever; `retention.py`)."""
 
-    path: Path = DEFAULT_STORE_PATH
+    path: Path | None = DEFAULT_STORE_PATH
+    url: str | None = None
     retention_days: int | None = DEFAULT_RETENTION_DAYS
+
+    @property
+    def where(self) -> Path | str:
+        """What `Store` is opened with: the PostgreSQL URL, or the SQLite file's path."""
+        if self.url is not None:
+            return self.url
+        assert self.path is not None  # the reader sets one of the two
+        return self.path
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ class Event:
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # An event is pickled for every attempt a sender process makes (senders.py). A datetime with a tzinfo
+        # An event is pickled for every attempt a sender process makes (dispatcher/senders/). A datetime with a tzinfo
         # pickles about 20 times slower than its ISO text, which round-trips exactly (offset included).
         return (
             _event_from_pickle,

@@ -14,7 +14,7 @@ from typing import Any, TextIO, cast
 
 import structlog
 
-# How logging was last configured: a sender process (senders.py) logs the way the daemon does.
+# How logging was last configured: a sender process (dispatcher/senders/child.py) logs the way the daemon does.
 settings: dict[str, Any] = {"debug": False, "json_lines": None, "quiet": False}
 
 

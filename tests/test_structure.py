@@ -20,8 +20,8 @@ PACKAGE = PACKAGE_DIR.name
 
 # Where a cycle touches these modules (or the packages they become), its failure message says whose area it is in.
 AREAS = {
-    f"{PACKAGE}.pipeline": "the pipeline/senders split (issue 18), not the HTTP layer",
-    f"{PACKAGE}.senders": "the pipeline/senders split (issue 18), not the HTTP layer",
+    f"{PACKAGE}.delivery": "the delivery stages (dispatcher/delivery/), not the HTTP layer",
+    f"{PACKAGE}.senders": "the sender processes (dispatcher/senders/), not the HTTP layer",
 }
 # The web side: what the domain in dispatcher/contacts/ must not import.
 WEB = (f"{PACKAGE}.http", "aiohttp", "multidict", "yarl")

@@ -16,7 +16,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 from dispatcher.errors import DispatcherError
-from dispatcher.message import Message  # what a channel sends, made by the renderer: channels name it from here
+
+# What a channel sends, made by the renderer: channels name it from here (re-exported for plugins).
+from dispatcher.message import Message as Message
 
 
 class DeliveryError(DispatcherError):

@@ -24,7 +24,7 @@ import logging
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from multidict import MultiDictProxy
+from multidict import MultiMapping
 
 from ..config import Secret
 from ..errors import StoreError
@@ -42,7 +42,7 @@ TYPE_FIELDS = ("application", "event_name")
 EVENT_FIELDS = (*TYPE_FIELDS, "hostname", "account")
 
 
-def _last(values: MultiDictProxy[str], name: str) -> str | None:
+def _last(values: MultiMapping[str], name: str) -> str | None:
     """The last value of a repeated name, as `base.read_form` takes it (PHP's rule); None if absent."""
     found = values.getall(name, [])
     return found[-1] if found else None

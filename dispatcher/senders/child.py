@@ -89,7 +89,7 @@ class _SenderService:
             task = asyncio.current_task()
             if task not in self._overdue:
                 raise  # the daemon is stopping
-            task.uncancel()  # type: ignore[union-attr]
+            task.uncancel()
             error = ("timed out", True, None)
         except Exception as err:
             log.exception("delivery_crashed", channel=job.channel)

@@ -1,10 +1,18 @@
-"""Shared fixtures: a real mosquitto per test, config files, the daemon embedded or as a process."""
+"""Shared fixtures: a real mosquitto per test, config files, the daemon embedded or as a process.
+
+The store's engine under test: SQLite, or PostgreSQL when `DISPATCHER_TEST_STORE=postgresql` (`scripts/test` runs
+the store's tests once more so). Then `make_config` and `store_where` give each test a database of its own on a
+PostgreSQL server the session starts (`tests/postgres.py`), and only the tests that use a store are collected; a
+test marked `sqlite_only` (it looks at the SQLite file itself: its lock, its pages, its header) is skipped.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,10 +27,87 @@ import yaml
 
 from dispatcher.app import Dispatcher
 from dispatcher.config import load_config
+from dispatcher.engines import is_url
 
 from .brokers import Mosquitto, free_port, wait_for_port
+from .postgres import PostgresServer, find_bindir
 
 API_TOKEN = "test-token-5f2c"
+
+ENGINE = os.environ.get("DISPATCHER_TEST_STORE", "sqlite")
+if ENGINE not in ("sqlite", "postgresql"):
+    raise pytest.UsageError(f"DISPATCHER_TEST_STORE must be sqlite or postgresql, not {ENGINE!r}")
+# The fixtures through which a test gets a store: in a PostgreSQL run, the tests that use none are left out.
+STORE_FIXTURES = frozenset({"make_config", "store_where", "postgres_url"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if ENGINE != "postgresql":
+        return
+    kept, left_out = [], []
+    for item in items:
+        (kept if STORE_FIXTURES & set(getattr(item, "fixturenames", ())) else left_out).append(item)
+        if item.get_closest_marker("sqlite_only"):
+            item.add_marker(pytest.mark.skip(reason="looks at the SQLite file itself (run with the SQLite store)"))
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole session, started when a test first needs it; skips the test when the
+    server's binaries are not installed (`scripts/setup` installs them), unless this run is the PostgreSQL one."""
+    bindir = find_bindir()
+    if bindir is None:
+        message = "PostgreSQL's server binaries (initdb, postgres) are not installed: run scripts/setup"
+        if ENGINE == "postgresql":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PostgresServer(bindir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database of its own for the test, dropped after it."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)
+
+
+@pytest.fixture
+def store_where(tmp_path: Path, request: pytest.FixtureRequest) -> Path | str:
+    """Where this test's store is, on the engine under test: a file in the test's directory, or a fresh database."""
+    if ENGINE == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return tmp_path / "dispatcher.db"
+
+
+def store_of(config_path: Path) -> Path | str:
+    """Where the daemon of the config file `config_path` keeps its store."""
+    return load_config(config_path).store.where
+
+
+@contextlib.contextmanager
+def connect_store(where: Path | str) -> Iterator[Any]:
+    """A connection to the store at `where` (a path, a URL, or a config file's path), for a test to read or change
+    rows beside the daemon, on either engine: `execute` with `?` placeholders, in autocommit mode."""
+    if isinstance(where, Path) and where.suffix in (".yaml", ".yml"):
+        where = store_of(where)
+    if is_url(where):
+        from dispatcher.engines.postgresql import connect
+
+        conn = connect(str(where))
+    else:
+        conn = sqlite3.connect(where, timeout=10, isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 @pytest.fixture
@@ -47,8 +132,10 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_config(tmp_path: Path, mosquitto: Mosquitto) -> Callable[..., Path]:
-    """Write a config file for this test's broker and a fresh store; keyword sections are merged over the base."""
+def make_config(tmp_path: Path, mosquitto: Mosquitto, store_where: Path | str) -> Callable[..., Path]:
+    """Write a config file for this test's broker and a fresh store (on the engine under test); keyword sections are
+    merged over the base. A `store` section that names a `path` keeps the store in that SQLite file."""
+    store = {"url": store_where} if is_url(store_where) else {"path": "dispatcher.db"}
 
     def make(name: str = "dispatcher.yaml", **sections: Any) -> Path:
         (tmp_path / "api.token").write_text(API_TOKEN + "\n")
@@ -61,7 +148,7 @@ def make_config(tmp_path: Path, mosquitto: Mosquitto) -> Callable[..., Path]:
                 "dead_letter_topic": "events-dead-letter",
             },
             "http": {"listen": f"127.0.0.1:{free_port()}", "token_file": "api.token"},
-            "store": {"path": "dispatcher.db"},
+            "store": {} if "path" in sections.get("store", {}) else dict(store),
         }
         path = tmp_path / name
         path.write_text(yaml.safe_dump(_merge(base, sections), sort_keys=False))

@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from dispatcher.digests.records import (
 )
 from dispatcher.digests.render import DigestJob, DigestRenderer
 from dispatcher.digests.rules import DigestRule
+from dispatcher.digests.schema import SCHEMA as DIGESTS_SCHEMA
 from dispatcher.errors import ConfigError
 from dispatcher.events import Event
 from dispatcher.intake import dead_letters
@@ -54,7 +55,7 @@ from dispatcher.render import Renderer
 from dispatcher.routing.recipients import Recipient
 from dispatcher.store import EVENTS_SCHEMA, Store, insert_events
 
-from .conftest import RunningDaemon, holds_for, wait_until
+from .conftest import RunningDaemon, connect_store, holds_for, wait_until
 from .servers import FakePushbullet, SmtpSink, WebhookSink
 
 CATALOG = load_catalog()
@@ -193,12 +194,16 @@ def test_the_first_rule_that_fits_groups_an_event_by_the_values_it_names() -> No
 
 
 @pytest.fixture
-def conn() -> Any:
-    """An in-memory store with the events' and the outbox's tables (the digests' come with the outbox's)."""
-    connection = sqlite3.connect(":memory:", isolation_level=None)
-    connection.executescript(EVENTS_SCHEMA + outbox.SCHEMA)
-    yield connection
-    connection.close()
+async def conn(store_where: Path | str) -> AsyncIterator[Any]:
+    """A connection (autocommit) to a new store on the engine under test, with the events' and the outbox's tables
+    (the digests' come with the outbox's)."""
+    store = Store(store_where, schemas=[outbox.SCHEMA])
+    await store.open()
+    await store.close()
+    with connect_store(store_where) as connection:
+        if isinstance(connection, sqlite3.Connection):
+            connection.execute("PRAGMA synchronous = OFF")  # a statement a transaction: no fsync each
+        yield connection
 
 
 def planned(conn: Any, event_id: str, now: float, target: str = "admin@example.com") -> PendingDelivery:
@@ -437,6 +442,13 @@ def email_channel(smtp: SmtpSink) -> dict[str, Any]:
     return {"email": {"host": "127.0.0.1", "port": smtp.port, "from": "Server <root@test.example.com>"}}
 
 
+def plain_text(message: Any) -> str:
+    """The text part of an email."""
+    body = message.get_body(("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
 def metric(text: str, name: str) -> float:
     match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
@@ -479,7 +491,7 @@ async def test_a_burst_is_one_email_and_later_events_one_more_at_the_intervals_e
         assert first_went - started >= 4.5, "the digest went before its wait was over"
         assert digest["Subject"] == "[test.example.com] 20 × Backup Failed To Finish"
         assert digest["X-Dispatcher-Event-Count"] == "20"
-        text = digest.get_body(("plain",)).get_content()
+        text = plain_text(digest)
         for event_id in first_ids:
             assert f"event {event_id} ·" in text
         (digest_id,) = digest_ids
@@ -494,7 +506,7 @@ async def test_a_burst_is_one_email_and_later_events_one_more_at_the_intervals_e
         assert 7 <= interval_s <= 9.5, interval_s
         later = mails[2].message
         assert later["Subject"] == "[test.example.com] 5 × Backup Failed To Finish"
-        later_text = later.get_body(("plain",)).get_content()
+        later_text = plain_text(later)
         assert [line.split()[1] for line in later_text.splitlines() if line.startswith("  event ")] == later_ids
         await wait_until(lambda: _all_sent(daemon, http, "later-", "sent in digest"), timeout_s=5)
 
@@ -662,7 +674,7 @@ async def test_a_digest_waiting_when_the_daemon_is_killed_arrives_once_after_the
 
         daemon.start()
         (mail,) = await smtp.wait_for(1, timeout_s=15)
-        text = mail.message.get_body(("plain",)).get_content()
+        text = plain_text(mail.message)
         assert all(f"event {event_id} ·" in text for event_id in ids)
         await wait_until(
             lambda: store_rows(db, "SELECT DISTINCT status FROM deliveries WHERE event_id LIKE 'k-%'") == [("sent",)],
@@ -683,7 +695,7 @@ async def test_a_version_2_store_gains_the_digest_tables_and_keeps_its_pending_d
     """A store at version 2 (before digests) opened by today's daemon is migrated to version 3: the digests'
     tables are there and empty, and a delivery it left pending is resumed as before (it has its due time)."""
     db = tmp_path / "dispatcher.db"
-    v2_outbox = outbox.SCHEMA.removesuffix(outbox.DIGESTS_SCHEMA)
+    v2_outbox = outbox.SCHEMA.removesuffix(DIGESTS_SCHEMA)
     conn = sqlite3.connect(db, isolation_level=None)
     upgrade(
         conn,

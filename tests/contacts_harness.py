@@ -8,7 +8,6 @@ them in the store too, as the daemon does, so ids are checked the same way.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,29 +27,6 @@ from dispatcher.store import Store
 
 TOKEN = "contacts-test-token-7d1e"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
-
-
-def seed_text(name: str) -> str:
-    """The text of a seed document, or skip the test when the seeds are not beside the repository."""
-    path = SEEDS / name
-    if not path.exists():
-        pytest.skip(f"seed {name} not found at {path} (the repository's parent should hold shared/seeds)")
-    return path.read_text(encoding="utf-8")
-
-
-def seed_cpanel_output() -> dict[str, Any]:
-    """The `cpanelresult` example of seed 000, parsed."""
-    text = seed_text("000_ff1106bca44261f5.txt")
-    start = text.index('{\n    "cpanelresult"')
-    return json.JSONDecoder().raw_decode(text[start:])[0]
-
-
-def seed_whmcs_errors(name: str) -> list[str]:
-    """The bullet lines under "Error Responses" of a WHMCS seed (002 or 003)."""
-    text = seed_text(name)
-    section = text[text.index("Error Responses") : text.index("Version History")]
-    return [match.strip() for match in re.findall(r"•\s*(.+)", section)]
 
 
 @dataclass
@@ -119,9 +95,9 @@ def make_config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-async def contacts_api(tmp_path: Path, store_where: Path | str) -> AsyncIterator[ContactsApi]:
+async def contacts_api(tmp_path: Path) -> AsyncIterator[ContactsApi]:
     """The contact routes behind the real token middleware, on a fresh store, served on loopback."""
-    store = Store(store_where, schemas=[SCHEMA])
+    store = Store(tmp_path / "contacts.db", schemas=[SCHEMA])
     await store.open()
     daemon = StandIn(store=store, config=make_config(tmp_path))
     app = web.Application(middlewares=[require_token])
@@ -137,9 +113,9 @@ async def contacts_api(tmp_path: Path, store_where: Path | str) -> AsyncIterator
 
 
 @pytest.fixture
-async def store(store_where: Path | str) -> AsyncIterator[Store]:
-    """A fresh store with the contact tables, on the engine under test."""
-    store = Store(store_where, schemas=[SCHEMA])
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh store with the contact tables."""
+    store = Store(tmp_path / "contacts.db", schemas=[SCHEMA])
     await store.open()
     try:
         yield store
@@ -147,4 +123,4 @@ async def store(store_where: Path | str) -> AsyncIterator[Store]:
         await store.close()
 
 
-__all__ = ["AUTH", "ContactsApi", "StandIn", "contacts_api", "seed_cpanel_output", "store"]
+__all__ = ["AUTH", "ContactsApi", "StandIn", "contacts_api", "store"]

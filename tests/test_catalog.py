@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import importlib.resources
 import json
 import re
@@ -26,9 +25,8 @@ from dispatcher.contacts.model import ACCOUNT_FIELDS
 from dispatcher.errors import DispatcherError
 from dispatcher.levels import Importance
 
-SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
-TABLE_SEED = SEEDS / "001_936a0dcc83a23fa0.txt"
-PREFERENCES_SEED = SEEDS / "000_ff1106bca44261f5.txt"
+from . import seeds
+
 # Types the catalog carries beyond the Contact Manager table.
 EXTRA_TYPES = {"ContactInfo/Change"}
 
@@ -40,16 +38,6 @@ class Row:
     keys: tuple[str, ...]
 
 
-def _seed_text(path: Path) -> str:
-    if not path.is_file():
-        pytest.skip(f"seed {path.name} not found under {path.parent} (the repo's parent must hold shared/seeds)")
-    return path.read_text(encoding="utf-8")
-
-
-def _strip_html(text: str) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
-
-
 def _stem(path: str) -> str:
     """`wwwacct/Notify.*.tmpl` → `wwwacct/Notify`; `Greylist/CommonProviderRemoval.html.tmpl` → its stem."""
     return path.split("*", 1)[0].rstrip(".") if "*" in path else path.split(".", 1)[0]
@@ -58,17 +46,10 @@ def _stem(path: str) -> str:
 @pytest.fixture(scope="module")
 def table() -> list[Row]:
     """The Contact Manager table of seed 001: one Row per alert type, with the keys of its template paths."""
-    text = _seed_text(TABLE_SEED)
-    start = text.index("Alert Type\tEvent")
-    end = text.index("## Additional documentation", start)
-    rows = []
-    for line in text[start:end].splitlines()[1:]:
-        if not line.strip():
-            continue
-        name, trigger, locations = line.split("\t")
-        paths = re.findall(r"[\w./*-]+\.(?:tmpl|tpl|html)\b", _strip_html(locations))
-        rows.append(Row(_strip_html(name), _strip_html(trigger), tuple(_stem(p) for p in paths)))
-    return rows
+    return [
+        Row(row["alert_type"], row["event"], tuple(_stem(path) for path in row["templates"]))
+        for row in seeds.contact_manager_alert_types()
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +161,7 @@ def test_audiences_follow_spec(catalog) -> None:
 
 def test_preferences_are_real_notify_keys_of_seed_000(catalog) -> None:
     """Every gating preference used, and every one the loader accepts, is a notify_* key of seed 000, never a guard."""
-    seed_keys = set(re.findall(r"\bnotify_[a-z_]+\b", _seed_text(PREFERENCES_SEED)))
+    seed_keys = {p["name"] for p in seeds.savecontactinfo()["parameters"] if p["name"].startswith("notify_")}
     guards = {key for key in seed_keys if key.endswith("_notification_disabled")}
     assert PREFERENCES == seed_keys - guards
     used = {entry.preference for entry in catalog if entry.preference is not None}

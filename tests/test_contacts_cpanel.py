@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from urllib.parse import parse_qsl
 
 from dispatcher.contacts.model import ACCOUNT_FIELDS, TOKEN_MASK
 
-from . import contacts_harness
-from .contacts_harness import AUTH, ContactsApi, seed_cpanel_output, seed_text
+from . import contacts_harness, seeds
+from .contacts_harness import AUTH, ContactsApi
 
 contacts_api = contacts_harness.contacts_api  # the fixture, shared with the other contacts tests
 
@@ -17,11 +16,10 @@ SEED_TOKEN = "a1b2c3d4e5f6g7h8i9j0"
 
 def seed_query() -> list[tuple[str, str]]:
     """The parameters of the seed's WHM API (JSON) example URL."""
-    text = seed_text("000_ff1106bca44261f5.txt")
-    url = re.search(r"https://hostname\.example\.com:2087/\S+", text)
-    assert url, "the seed's example URL"
+    url = seeds.savecontactinfo()["example_call"]
+    assert url.startswith("https://hostname.example.com:2087/"), "the seed's example URL"
     # The session part (`cpsess##########`) holds `#`, which would start a fragment: take the query by hand.
-    return parse_qsl(url[0].partition("?")[2], keep_blank_values=True)
+    return parse_qsl(url.partition("?")[2], keep_blank_values=True)
 
 
 async def test_savecontactinfo_answers_the_seed_output_field_by_field(contacts_api: ContactsApi) -> None:
@@ -29,7 +27,7 @@ async def test_savecontactinfo_answers_the_seed_output_field_by_field(contacts_a
     example the same name, value, display value and description; only the token's value is masked."""
     status, body = await contacts_api.call("GET", "/json-api/cpanel", params=seed_query())
     assert status == 200
-    expected = seed_cpanel_output()["cpanelresult"]
+    expected = seeds.savecontactinfo()["example_output"]["cpanelresult"]
     result = body["cpanelresult"]
     assert set(result) == set(expected)
     assert {k: result[k] for k in ("apiversion", "func", "module", "event")} == {

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from dispatcher.contacts.clients import hash_password, verify_password
@@ -20,19 +18,21 @@ from dispatcher.contacts.model import (
     validate_contact_fields,
 )
 
-from .contacts_harness import seed_text
+from . import seeds
 
 
 def test_every_notify_key_of_seed_000_is_a_field_defaulting_to_on() -> None:
     """Every `notify_*` key the seed mentions is an account field, a boolean defaulting to 1 as documented,
-    and the string fields are exactly email, second_email and the Pushbullet token, defaulting to empty."""
-    text = seed_text("000_ff1106bca44261f5.txt")
-    seed_keys = set(re.findall(r"\bnotify_[a-z_]+[a-z]", text))
+    and the string fields are exactly email, second_email and the Pushbullet token, defaulting to empty as
+    documented."""
+    parameters = {p["name"]: p for p in seeds.savecontactinfo()["parameters"]}
+    seed_keys = {name for name in parameters if name.startswith("notify_")}
     assert seed_keys == set(PREFERENCE_DEFAULTS)
     assert all(PREFERENCE_DEFAULTS.values())
+    assert {(parameters[name]["type"], parameters[name]["default"]) for name in seed_keys} == {("Boolean", 1)}
     strings = {spec.name: spec.default for spec in ACCOUNT_FIELDS if spec.kind == "string"}
     assert strings == {"email": "", "second_email": "", "pushbullet_access_token": ""}
-    assert re.findall(r"defaults to \ncode\n1", text)  # the seed says 1 for the booleans
+    assert {(parameters[name]["type"], parameters[name]["default"]) for name in strings} == {("string", "")}
 
 
 def test_documented_permissions_are_the_ones_accepted() -> None:

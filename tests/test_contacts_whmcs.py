@@ -7,12 +7,10 @@ from typing import Any
 from dispatcher.contacts.clients import verify_password
 
 from . import contacts_harness
-from .contacts_harness import ContactsApi, seed_whmcs_errors
+from .contacts_harness import ContactsApi
+from .seeds import whmcs_errors
 
 contacts_api = contacts_harness.contacts_api  # the fixture, shared with the other contacts tests
-
-UPDATE_SEED = "002_d1c994af4f1a262c.txt"
-ADD_SEED = "003_6a371fec0e6c4c05.txt"
 
 
 async def make_client(api: ContactsApi, email: str = "owner@example.com", **fields: Any) -> int:
@@ -48,7 +46,7 @@ async def test_add_contact_answers_success_with_the_new_contactid(contacts_api: 
 
 async def test_add_contact_errors_are_the_seed_messages(contacts_api: ContactsApi) -> None:
     """AddContact's two documented errors, word for word: an unknown or missing client, a duplicate address."""
-    client_not_found, duplicate = seed_whmcs_errors(ADD_SEED)
+    client_not_found, duplicate = whmcs_errors("AddContact")
     assert await contacts_api.whmcs(action="AddContact", clientid=999, email="a@example.com") == {
         "result": "error", "message": client_not_found,
     }  # fmt: skip
@@ -66,7 +64,7 @@ async def test_add_contact_errors_are_the_seed_messages(contacts_api: ContactsAp
 
 async def test_update_contact_errors_are_the_seed_messages(contacts_api: ContactsApi) -> None:
     """UpdateContact's three documented errors, word for word, and each refusal changes nothing."""
-    not_found, duplicate, icann = seed_whmcs_errors(UPDATE_SEED)
+    not_found, duplicate, icann = whmcs_errors("UpdateContact")
     client_id = await make_client(contacts_api, email_preferences={"domain": False})
     first = await contacts_api.whmcs(
         action="AddContact", clientid=client_id, email="a@example.com", **{"email_preferences[domain]": 1}
@@ -109,7 +107,7 @@ async def test_icann_rule_allows_turning_domain_off_when_someone_else_keeps_it(c
 async def test_delete_contact_and_the_icann_rule(contacts_api: ContactsApi) -> None:
     """DeleteContact removes a contact (`{"result": "success", "contactid": N}`), refuses an unknown id with
     "Contact ID Not Found", and refuses to delete the client's last receiver of domain emails."""
-    not_found, _, icann = seed_whmcs_errors(UPDATE_SEED)
+    not_found, _, icann = whmcs_errors("UpdateContact")
     client_id = await make_client(contacts_api, email_preferences={"domain": False})
     keeper = await contacts_api.whmcs(action="AddContact", clientid=client_id, domainemails=1, email="k@example.com")
     plain = await contacts_api.whmcs(action="AddContact", clientid=client_id, email="p@example.com")
@@ -278,4 +276,4 @@ async def test_icann_rule_needs_an_address_to_receive_domain_mail(contacts_api: 
     await contacts_api.whmcs(action="AddContact", clientid=client_id, domainemails=1, firstname="No Address")
     only = await contacts_api.whmcs(action="AddContact", clientid=client_id, domainemails=1, email="o@example.com")
     refused = await contacts_api.whmcs(action="UpdateContact", contactid=only["contactid"], domainemails=0)
-    assert refused == {"result": "error", "message": seed_whmcs_errors(UPDATE_SEED)[2]}
+    assert refused == {"result": "error", "message": whmcs_errors("UpdateContact")[2]}

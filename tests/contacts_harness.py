@@ -95,9 +95,9 @@ def make_config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-async def contacts_api(tmp_path: Path) -> AsyncIterator[ContactsApi]:
+async def contacts_api(tmp_path: Path, store_where: Path | str) -> AsyncIterator[ContactsApi]:
     """The contact routes behind the real token middleware, on a fresh store, served on loopback."""
-    store = Store(tmp_path / "contacts.db", schemas=[SCHEMA])
+    store = Store(store_where, schemas=[SCHEMA])
     await store.open()
     daemon = StandIn(store=store, config=make_config(tmp_path))
     app = web.Application(middlewares=[require_token])
@@ -113,9 +113,9 @@ async def contacts_api(tmp_path: Path) -> AsyncIterator[ContactsApi]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """A fresh store with the contact tables."""
-    store = Store(tmp_path / "contacts.db", schemas=[SCHEMA])
+async def store(store_where: Path | str) -> AsyncIterator[Store]:
+    """A fresh store with the contact tables, on the engine under test."""
+    store = Store(store_where, schemas=[SCHEMA])
     await store.open()
     try:
         yield store

@@ -412,12 +412,22 @@ class WebhookSink(_HttpSink):
 
     `plan` is a list of `(status, headers, body)` answers used in order; once it is empty every request gets
     `200 ok`. `delay_s` makes every answer wait (a slow receiver); the request is recorded before the wait.
+    `hold`: every answer also waits until this event is set (an attempt kept in flight for exactly as long as a
+    test needs, instead of a delay that bets on timing).
     """
 
-    def __init__(self, *, port: int = 0, plan: Iterable[Response] = (), delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        plan: Iterable[Response] = (),
+        delay_s: float = 0.0,
+        hold: asyncio.Event | None = None,
+    ) -> None:
         super().__init__(port=port)
         self.plan: collections.deque[Response] = collections.deque(plan)
         self.delay_s = delay_s
+        self.hold = hold
 
     def respond(self, *responses: Response) -> None:
         """Add answers to the end of the plan."""
@@ -429,6 +439,12 @@ class WebhookSink(_HttpSink):
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)
         await self._delay(self.delay_s)
+        if self.hold is not None:
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            released = asyncio.ensure_future(self.hold.wait())
+            await asyncio.wait({stopping, released}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            released.cancel()
         if not self.plan:
             return web.Response(status=200, text="ok")
         status, headers, body = self.plan.popleft()

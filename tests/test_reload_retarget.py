@@ -133,10 +133,11 @@ async def test_a_system_contact_removed_by_a_reload_gets_nothing_more(
 async def test_an_attempt_in_flight_at_the_reload_is_not_followed_by_another(
     make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
 ) -> None:
-    """The reload comes while an attempt to the old webhook is in flight (it answers 503 after 5 s, longer than the
-    reload takes to compile the templates): that attempt ends, and its retry is never made: the delivery is checked
-    before it and recorded suppressed."""
-    async with WebhookSink(plan=[(503, {}, "down")] * 10, delay_s=5.0) as old:
+    """The reload comes while an attempt to the old webhook is in flight (the webhook holds its 503 until the reload
+    is done): that attempt ends, and its retry is never made: the delivery is checked before it and recorded
+    suppressed."""
+    reloaded = asyncio.Event()
+    async with WebhookSink(plan=[(503, {}, "down")] * 10, hold=reloaded) as old:
         config = make_config(delivery=RETRIES, contacts={"root": {"posturl": [old.url]}})
         daemon = await start_daemon(config)
         with capture_logs() as logs:
@@ -145,6 +146,7 @@ async def test_an_attempt_in_flight_at_the_reload_is_not_followed_by_another(
             rewrite(config, lambda doc: doc["contacts"]["root"].update(posturl=[f"{old.url}/elsewhere"]))
             assert await daemon.dispatcher.reload(config)
             assert not [line for line in logs if line["event"] == "delivery_retry"], "no attempt was in flight"
+            reloaded.set()
 
             async def suppressed() -> bool:
                 (row,) = await records(daemon, http)

@@ -219,11 +219,15 @@ def take_due(conn: Connection, now: float, limit: int) -> list[DueDigest]:
     taken: list[DueDigest] = []
     for row in rows:
         digest_id = int(row[0])
-        conn.execute(
+        # Taken only if still waiting: another connection (an instance sharing a PostgreSQL store) that took it
+        # first made this change nothing, and this one leaves it to that one.
+        cursor = conn.execute(
             "UPDATE digests SET state = 'sending', flushed_at = coalesce(flushed_at, ?),"
-            " budget_from = coalesce(budget_from, ?), updated_at = ? WHERE id = ?",
+            " budget_from = coalesce(budget_from, ?), updated_at = ? WHERE id = ? AND state IN ('collecting', 'retry')",
             (now, now, now, digest_id),
         )
+        if cursor.rowcount != 1:
+            continue
         members = tuple(
             Member(int(delivery_id), Event.from_json(body), float(created_at))
             for delivery_id, body, created_at in conn.execute(

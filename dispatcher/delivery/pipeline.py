@@ -9,6 +9,7 @@ in flight and leaves the rest pending in the store for the next start.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -181,9 +182,7 @@ class Pipeline:
         """Queue the deliveries a previous run left pending (due ones now; the others when due)."""
         after_id, resumed = 0, 0
         now = self.clock()
-        while page := await self._store_run(
-            lambda conn, after_id=after_id: load_pending_page(conn, after_id, RETRY_BATCH)
-        ):
+        while page := await self._store_run(functools.partial(load_pending_page, after_id=after_id, limit=RETRY_BATCH)):
             after_id = page[-1][0].id
             for delivery, event in page:
                 if delivery.channel not in self.channels:  # its plugin was uninstalled, or the config dropped it

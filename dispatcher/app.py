@@ -23,6 +23,8 @@ from .http.server import build_app
 from .intake import dead_letters
 from .intake.mqtt import MqttIntake, Rejection
 from .metrics import Metrics
+from .noise import repeats, silences
+from .noise.watch import SilenceWatch
 from .probe import resolve_test_recipient
 from .render import check_templates
 from .retention import Retention
@@ -39,8 +41,12 @@ class Dispatcher:
         self.config = config
         self.catalog = catalog or load_catalog()
         self.metrics = Metrics()
-        self.store = Store(config.store.where, schemas=[outbox.SCHEMA, contacts.SCHEMA, dead_letters.SCHEMA])
+        self.store = Store(
+            config.store.where,
+            schemas=[outbox.SCHEMA, contacts.SCHEMA, dead_letters.SCHEMA, silences.SCHEMA, repeats.SCHEMA],
+        )
         self.retention = Retention(self.store, config.store.retention_days)
+        self.silence_watch = SilenceWatch(self.store, self.metrics.silences_active, config.store.retention_days)
         self.intake = MqttIntake(
             config.bus,
             default_host=config.hostname,
@@ -171,8 +177,10 @@ class Dispatcher:
                 intake = tasks.create_task(self.intake.run(), name="mqtt-intake")
                 tasks.create_task(self.pipeline.run(), name="pipeline")
                 tasks.create_task(self.retention.run(), name="retention")
+                tasks.create_task(self.silence_watch.run(), name="silence-watch")
                 await self._stop_requested.wait()
                 self.retention.stop()
+                self.silence_watch.stop()
                 log.info("stopping", step="intake")
                 self.intake.stop()
                 await intake

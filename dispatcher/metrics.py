@@ -68,6 +68,25 @@ class Metrics:
             "Time of the last successful configuration load.",
             registry=r,
         )
+        self.silences_active = Gauge(
+            "dispatcher_silences_active", "Silences in effect now (made over the API or the command line).", registry=r
+        )
+        self.suppressions = Counter(
+            "dispatcher_suppressions_total",
+            "Planned deliveries recorded suppressed by noise control: silence (a silence fits the event) or repeat "
+            "(the same key went to the same address within the interval).",
+            ["reason"],
+            registry=r,
+        )
+        self.deferrals = Counter(
+            "dispatcher_deferrals_total",
+            "Planned deliveries held back, pending, until later: quiet_hours (the contact's quiet hours).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("silence", "repeat"):
+            self.suppressions.labels(reason)
+        self.deferrals.labels("quiet_hours")
         self.reload_success.set(1)
         self.reload_time.set_to_current_time()
         # Export every rejection reason from the start, so a dashboard sees zeros rather than gaps.

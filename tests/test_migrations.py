@@ -22,13 +22,17 @@ from dispatcher import contacts, outbox
 from dispatcher.errors import StoreError
 from dispatcher.intake import dead_letters
 from dispatcher.migrations import SCHEMA_VERSION, Migration, StoreTooNew, split_statements, upgrade
+from dispatcher.noise import repeats, silences
 from dispatcher.store import EVENTS_SCHEMA, Store
 
 from .brokers import free_port
 from .servers import WebhookSink
 
 V1_STORE = Path(__file__).resolve().parent / "testdata" / "store" / "v1.sql"
-DAEMON_SCHEMAS = [outbox.SCHEMA, contacts.SCHEMA, dead_letters.SCHEMA]
+DAEMON_SCHEMAS = [outbox.SCHEMA, contacts.SCHEMA, dead_letters.SCHEMA, silences.SCHEMA, repeats.SCHEMA]
+
+# Every test here is about SQLite stores of earlier releases (PostgreSQL's version table: test_store_engines.py).
+pytestmark = pytest.mark.sqlite_only
 
 
 def build_v1_store(db: Path) -> None:

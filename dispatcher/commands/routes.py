@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from ..channels import Channel, short_hash
 from ..config import Config
 from ..errors import UsageError
 from ..events import Event, InvalidEvent, parse_event
+from ..noise.gate import explain_plan
 from ..routing.importance import ImportanceSource, explain_importance
 from ..routing.planner import Plan, plan_event
 from ..routing.recipients import RecipientSource, SystemContacts
@@ -71,20 +73,26 @@ def handle(args: argparse.Namespace) -> int:
     event = event_from(args, config)
     catalog = load_catalog()
     channels = build_channels(config)  # as the daemon builds them: they decide availability and how targets show
-    plan = asyncio.run(_plan(event, config, catalog, channels))
+    plan, held = asyncio.run(_plan(event, config, catalog, channels))
     alert = catalog.get(event.type)
     describe = target_describer(channels)
     source = explain_importance(event.type, config, catalog)
     routes = matched_routes(event, alert, plan, config)
     if args.json:
-        print(json.dumps(plan_json(event, alert, plan, source, routes, describe), indent=2, ensure_ascii=False))
+        answer = plan_json(event, alert, plan, source, routes, describe, held)
+        print(json.dumps(answer, indent=2, ensure_ascii=False))
     else:
-        for line in plan_lines(event, alert, plan, source, routes, describe, known=catalog.known(event.type)):
+        known = catalog.known(event.type)
+        for line in plan_lines(event, alert, plan, source, routes, describe, known=known, held=held):
             print(line)
     return 0
 
 
-async def _plan(event: Event, config: Config, catalog: Catalog, channels: Mapping[str, Channel]) -> Plan:
+async def _plan(
+    event: Event, config: Config, catalog: Catalog, channels: Mapping[str, Channel]
+) -> tuple[Plan, list[str | None]]:
+    """The plan the daemon would make now, after its silences, repeat rules and quiet hours (`explain_plan`), and
+    for each delivery why it would wait, if it would."""
     # The daemon's store, read-only (`routes` must never write to a running daemon's database), when there is one:
     # without it only the config's system contacts can be asked.
     store = Store(config.store.where, readonly=True) if store_exists(config.store.where) else None
@@ -95,7 +103,8 @@ async def _plan(event: Event, config: Config, catalog: Catalog, channels: Mappin
             except StoreNotCreated:  # a PostgreSQL database the daemon has not created its tables in yet
                 store = None
         sources = recipient_sources(config, store)
-        return await plan_event(event, config=config, catalog=catalog, sources=sources, channels=channels)
+        plan = await plan_event(event, config=config, catalog=catalog, sources=sources, channels=channels)
+        return await explain_plan(plan, event, config, store, time.time())
     finally:
         if store is not None:
             await store.close()
@@ -149,8 +158,12 @@ def plan_lines(
     describe: TargetDescriber,
     *,
     known: bool,
+    held: list[str | None] | None = None,
 ) -> list[str]:
-    """The text answer: a short heading, the deliveries table, then the suppressed table (if anything is)."""
+    """The text answer: a short heading, the deliveries table, then the suppressed table (if anything is).
+
+    `held`: for each delivery, why it would wait (quiet hours), or None; when one would, the deliveries table has a
+    WHEN column (`now`, or `deferred: <why>`)."""
     alert_line = (
         f"alert:      {alert.name}" if known else f"alert:      unknown type, sent as {alert.key} ({alert.name})"
     )
@@ -167,7 +180,12 @@ def plan_lines(
             [delivery.recipient.name, delivery.channel, describe(delivery.channel, delivery.target)]
             for delivery in plan.deliveries
         ]
-        lines.extend(format_table(["RECIPIENT", "CHANNEL", "TARGET"], rows))
+        headers = ["RECIPIENT", "CHANNEL", "TARGET"]
+        if held and any(held):
+            headers.append("WHEN")
+            for row, why in zip(rows, held, strict=True):
+                row.append(f"deferred: {why}" if why else "now")
+        lines.extend(format_table(headers, rows))
     else:
         lines.append("no deliveries")
     if plan.suppressed:
@@ -192,8 +210,12 @@ def plan_json(
     source: ImportanceSource,
     routes: list[int] | None,
     describe: TargetDescriber,
+    held: list[str | None] | None = None,
 ) -> dict[str, Any]:
-    """The `--json` answer: the event, its alert type, importance, fitting routes, deliveries and suppressions."""
+    """The `--json` answer: the event, its alert type, importance, fitting routes, deliveries and suppressions.
+
+    A delivery that would wait (quiet hours, `held`) carries `deferred`: why, and until when."""
+    waits = held or [None] * len(plan.deliveries)
     return {
         "event": {
             "type": event.type,
@@ -212,8 +234,9 @@ def plan_json(
                 "kind": delivery.recipient.kind,
                 "channel": delivery.channel,
                 "target": describe(delivery.channel, delivery.target),
+                **({"deferred": why} if why else {}),
             }
-            for delivery in plan.deliveries
+            for delivery, why in zip(plan.deliveries, waits, strict=True)
         ],
         "suppressed": [
             {

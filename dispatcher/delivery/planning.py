@@ -18,7 +18,8 @@ import structlog
 from ..catalog import Catalog
 from ..errors import StoreError
 from ..events import Event
-from ..outbox import NewDelivery, load_unplanned, recipient_kind, record_plans
+from ..noise.gate import NoiseGate, Recorded
+from ..outbox import NewDelivery, load_unplanned, recipient_kind
 from ..routing.planner import Plan, plan_event
 from ..routing.recipients import RecipientSource
 from .scheduling import STORE_RETRY_S, Scheduler, StoreRun
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..digests.runner import Digests
     from ..metrics import Metrics
-    from ..outbox import PendingDelivery
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +72,8 @@ class Planner:
         self.config = config
         self.sources = list(sources)
         self.channels = channels
+        # Silences, repeat rules and quiet hours, applied as each round's plans are recorded (`noise/gate.py`).
+        self.noise = NoiseGate.from_config(config)
 
     def events_recorded(self, events: Sequence[Event]) -> None:
         """Called after new events are committed: the planner reads them from the store."""
@@ -164,22 +166,52 @@ class Planner:
         now = self.clock()
         ids = [event.id for event in planned]
         by_id = {event.id: event for event in planned}
-        digests = self.digests
+        digests, noise = self.digests, self.noise
 
-        def record(conn: Any) -> tuple[list[PendingDelivery], list[tuple[int, int, float]]]:
-            pending = record_plans(conn, ids, rows, now)
-            return pending, digests.hold(conn, pending, by_id, now) if digests is not None else []
+        def record(conn: Any) -> tuple[Recorded, list[tuple[int, int, float]]]:
+            recorded = noise.record(conn, ids, rows, now)
+            # A delivery quiet hours hold back waits for their end on its own: its digest could go sooner.
+            due = [delivery for delivery in recorded.pending if delivery.next_attempt_at <= now]
+            return recorded, digests.hold(conn, due, by_id, now) if digests is not None else []
 
         try:
-            pending, held = await self._store_run(record)
+            recorded, held = await self._store_run(record)
         except StoreError:
             log.exception("plan_recording_failed", events=len(ids), retry_in_s=STORE_RETRY_S)
             return None
-        self.metrics.pending.inc(len(pending))
+        self._count_noise(recorded)
+        self.metrics.pending.inc(len(recorded.pending))
         in_digests = {delivery_id for delivery_id, _, _ in held}
-        for delivery in pending:
-            if delivery.id not in in_digests:
+        for delivery in recorded.pending:
+            if delivery.id in in_digests:
+                continue
+            if delivery.next_attempt_at > now:  # held back (quiet hours): the scheduler takes it up when due
+                self.scheduler.retry_at(delivery.next_attempt_at)
+            else:
                 self.scheduler.enqueue(delivery, by_id[delivery.event_id])
         if digests is not None:
             digests.held(held)
         return taken
+
+    def _count_noise(self, recorded: Recorded) -> None:
+        """Count and log what the noise gate suppressed (silences, repeats) and held back (quiet hours)."""
+        for item in recorded.suppressed:
+            self.metrics.deliveries.labels(item.channel, "suppressed").inc()
+            self.metrics.suppressions.labels(item.kind).inc()
+            log.info(
+                "delivery_suppressed",
+                event_id=item.event_id,
+                recipient=item.recipient,
+                channel=item.channel,
+                reason=item.reason,
+            )
+        for item in recorded.deferred:
+            self.metrics.deferrals.labels(item.kind).inc()
+            log.info(
+                "delivery_deferred",
+                event_id=item.event_id,
+                recipient=item.recipient,
+                channel=item.channel,
+                reason=item.reason,
+                until=item.until,
+            )

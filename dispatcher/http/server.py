@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 
 from ..untrusted_json import quote
-from . import contacts_api, cpanel, deliveries_api, events_api, health, ingest_api, retry_api, whmcs
+from . import contacts_api, cpanel, deliveries_api, events_api, health, ingest_api, retry_api, silences_api, whmcs
 from .base import DISPATCHER, json_error
 
 if TYPE_CHECKING:
@@ -101,6 +101,7 @@ def build_app(dispatcher: Dispatcher) -> web.Application:
     deliveries_api.setup(app)
     retry_api.setup(app)
     ingest_api.setup(app)
+    silences_api.setup(app)
     setup_contact_routes(app)
     return app
 

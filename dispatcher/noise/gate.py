@@ -13,7 +13,7 @@ each pending row is looked at in the order planned, and
 
 Reading the silences inside the planner's own transaction means a silence that `dispatcher silence add` writes to
 the store applies from the next planning round on, with no cache to go stale. `decide` makes the same decisions
-without writing anything, for `dispatcher routes`.
+without writing anything, for `dispatcher routes` (`explain_plan`).
 """
 
 from __future__ import annotations
@@ -24,16 +24,19 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
+from ..errors import StoreError
 from ..levels import Importance
 from ..outbox import NewDelivery, PendingDelivery, record_plans
+from ..routing.planner import Plan, Suppressed
 from .quiet_hours import QuietHours, deferral
 from .repeats import RepeatRule, earlier_delivery, first_rule, prune_marks, remember, repeat_mark, repeat_reason
 from .silences import Silence, active_silences
 
 if TYPE_CHECKING:
-    from sqlite3 import Connection
-
     from ..config import Config
+    from ..engines import Connection
+    from ..events import Event
+    from ..store import Store
 
 # Marks older than the longest interval are pruned at most this often (a range delete on an index: cheap, but
 # not worth doing every round).
@@ -59,13 +62,25 @@ GOES = Decision()
 
 
 @dataclass(frozen=True, slots=True)
+class Stopped:
+    """A delivery the gate stopped (`suppressed`) or held back (`until` set): for the metrics and the logs."""
+
+    event_id: str
+    recipient: str
+    channel: str
+    kind: Kind
+    reason: str
+    until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Recorded:
     """A round's plans as stored: the new pending rows (those held back carry their later `next_attempt_at`), and
-    what the gate did, as (channel, kind) pairs, for the metrics and logs."""
+    what the gate suppressed and deferred."""
 
     pending: list[PendingDelivery]
-    suppressed: list[tuple[str, Kind]]
-    deferred: list[tuple[str, Kind]]
+    suppressed: list[Stopped]
+    deferred: list[Stopped]
 
 
 class NoiseGate:
@@ -131,14 +146,14 @@ class NoiseGate:
         end, and the repeat marks of the new pending rows remembered."""
         decisions = self.decide(conn, rows, now)
         stored: list[NewDelivery] = []
-        suppressed: list[tuple[str, Kind]] = []
+        suppressed: list[Stopped] = []
         # The decisions that still matter once the rows are in: by (event, recipient, channel, target).
         later: dict[tuple[str, str, str, str], Decision] = {}
         for row, decision in zip(rows, decisions, strict=True):
             if decision.status == "suppressed":
-                assert row.channel is not None and decision.kind is not None
+                assert row.channel is not None and decision.kind is not None and decision.reason is not None
                 stored.append(dataclasses.replace(row, status="suppressed", target=None, reason=decision.reason))
-                suppressed.append((row.channel, decision.kind))
+                suppressed.append(Stopped(row.event.id, row.recipient, row.channel, decision.kind, decision.reason))
                 continue
             stored.append(row)
             if decision is not GOES:
@@ -146,7 +161,7 @@ class NoiseGate:
                 later[(row.event.id, row.recipient, row.channel, row.target)] = decision
         pending = record_plans(conn, event_ids, stored, now)
         marks: list[tuple[int, str, str, float]] = []
-        deferred: list[tuple[str, Kind]] = []
+        deferred: list[Stopped] = []
         for position, delivery in enumerate(pending):
             found = later.get((delivery.event_id, delivery.recipient, delivery.channel, delivery.target))
             if found is None:
@@ -160,10 +175,60 @@ class NoiseGate:
                     (decision.next_attempt_at, decision.reason, delivery.id),
                 )
                 pending[position] = dataclasses.replace(delivery, next_attempt_at=decision.next_attempt_at)
-                deferred.append((delivery.channel, "quiet_hours"))
+                assert decision.kind is not None and decision.reason is not None
+                deferred.append(
+                    Stopped(
+                        delivery.event_id,
+                        delivery.recipient,
+                        delivery.channel,
+                        decision.kind,
+                        decision.reason,
+                        decision.next_attempt_at,
+                    )
+                )
         if marks:
             remember(conn, marks)
         if now >= self._next_prune_at:  # with no rule left (a reload), every mark goes
             prune_marks(conn, now - self._longest_interval_s)
             self._next_prune_at = now + PRUNE_INTERVAL_S
         return Recorded(pending, suppressed, deferred)
+
+
+async def explain_plan(
+    plan: Plan, event: Event, config: Config, store: Store | None, now: float
+) -> tuple[Plan, list[str | None]]:
+    """`plan` as the daemon would record it at `now` (for `dispatcher routes`): the deliveries a silence or a repeat
+    rule stops moved to the suppressed ones with their reason, and for each delivery left, why it would wait (quiet
+    hours) or None. Reads `store` (open, read-only) for silences and earlier deliveries; without one, or with a store
+    the daemon has not brought up to date yet, only quiet hours apply."""
+    gate = NoiseGate.from_config(config)
+    rows = [
+        NewDelivery(
+            event=event,
+            importance=plan.importance.label,
+            recipient=delivery.recipient.name,
+            recipient_kind=delivery.recipient.kind,
+            channel=delivery.channel,
+            target=delivery.target,
+            target_label=None,
+            status="pending",
+        )
+        for delivery in plan.deliveries
+    ]
+    decisions = None
+    if store is not None:
+        try:
+            decisions = await store.run(lambda conn: gate.decide(conn, rows, now))
+        except StoreError:  # an older store, without the silences' table yet
+            decisions = None
+    if decisions is None:
+        decisions = gate.decide(None, rows, now)
+    kept, held, suppressed = [], [], list(plan.suppressed)
+    for delivery, decision in zip(plan.deliveries, decisions, strict=True):
+        if decision.status == "suppressed":
+            reason = decision.reason or "suppressed"
+            suppressed.append(Suppressed(delivery.recipient.name, delivery.channel, delivery.target, reason))
+        else:
+            kept.append(delivery)
+            held.append(decision.reason if decision.kind == "quiet_hours" else None)
+    return Plan(importance=plan.importance, deliveries=tuple(kept), suppressed=tuple(suppressed)), held

@@ -33,9 +33,8 @@ from ..routing.routes import data_text, route_matches
 from .durations import duration_text
 
 if TYPE_CHECKING:
-    from sqlite3 import Connection
-
     from ..config import RouteMatch
+    from ..engines import Connection
     from ..events import Event
 
 SCHEMA = """

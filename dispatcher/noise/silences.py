@@ -32,8 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ..events import parse_time
 
 if TYPE_CHECKING:
-    from sqlite3 import Connection
-
+    from ..engines import Connection
     from ..events import Event
 
 SCHEMA = """

@@ -20,10 +20,9 @@ from ..errors import StoreError
 from .silences import count_active, prune_silences
 
 if TYPE_CHECKING:
-    from sqlite3 import Connection
-
     from prometheus_client import Gauge
 
+    from ..engines import Connection
     from ..store import Store
 
 log = structlog.get_logger(__name__)

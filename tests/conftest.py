@@ -171,6 +171,42 @@ async def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, inte
         await asyncio.sleep(interval_s)
 
 
+async def holds_for(predicate: Callable[[], Any], duration_s: float, interval_s: float = 0.02) -> None:
+    """Check `predicate` (sync) all through `duration_s`; fail the test as soon as it is false.
+
+    A bounded wait, for what must NOT happen (a repeat that must not arrive) when there is no event to wait on
+    instead: it proves only that nothing happened within `duration_s`, so keep that short, and wait first for
+    whatever can be waited on (`settled`, a server's `wait_for`)."""
+    deadline = time.monotonic() + duration_s
+    while True:
+        assert predicate(), f"stopped holding within {duration_s}s"
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(interval_s)
+
+
+def outbox_settled(conn: Any) -> bool:
+    """Every stored event is planned and no delivery is pending: the daemon has nothing left to send (an outcome is
+    recorded only once its send has ended, and a failure notice is stored in the same transaction as the failure
+    it is about)."""
+    unplanned = conn.execute("SELECT count(*) FROM events WHERE planned = 0").fetchone()[0]
+    pending = conn.execute("SELECT count(*) FROM deliveries WHERE status = 'pending'").fetchone()[0]
+    return bool(unplanned == 0 and pending == 0)
+
+
+def store_settled(where: Path | str) -> bool:
+    """`outbox_settled`, read beside a daemon that runs as a process of its own (`where` as `connect_store` takes
+    it: the daemon's config file will do)."""
+    with connect_store(where) as conn:
+        return outbox_settled(conn)
+
+
+async def settled(daemon: RunningDaemon, timeout_s: float = 10.0) -> None:
+    """Wait until the embedded daemon has nothing left to send (`outbox_settled`): then what has not arrived
+    will not, and no fixed sleep is needed to show it."""
+    await wait_until(lambda: daemon.dispatcher.store.run(outbox_settled), timeout_s=timeout_s)
+
+
 class RunningDaemon:
     """The daemon embedded in the test's event loop, with helpers to reach its HTTP side."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .conftest import RunningDaemon
+from .conftest import RunningDaemon, settled
 from .servers import SmtpSink
 
 
@@ -75,5 +74,5 @@ async def test_whmcs_contacts_receive_account_events_by_category(
         "billing@example.com", "bob@example.com", "owner@example.com",
     ]  # fmt: skip
     assert {mail.message["X-Dispatcher-Event-Type"] for mail in mails} == {"Quota/DiskWarning"}
-    await asyncio.sleep(0.3)  # time enough for a mail to quiet@, which must not come
+    await settled(daemon)  # every delivery planned and finished: a mail to quiet@, which must not come, would be in
     assert len(smtp.messages) == 4

@@ -26,7 +26,7 @@ from dispatcher.render import Renderer
 from dispatcher.routing.recipients import Recipient
 
 from .brokers import wait_for_port
-from .conftest import API_TOKEN, DaemonProcess, RunningDaemon, wait_until
+from .conftest import API_TOKEN, DaemonProcess, RunningDaemon, settled, wait_until
 from .servers import SmtpSink
 
 BRIDGE = "/api/v1/ingest/cpanel"
@@ -171,7 +171,7 @@ async def test_a_wrong_or_missing_token_is_refused_and_nothing_is_stored(
     answer = await response.text()
     assert "error" in await response.json() and WRONG not in answer and API_TOKEN not in answer
     assert await stored_events(daemon) == []
-    await asyncio.sleep(0.2)
+    await settled(daemon)
     assert smtp.messages == []
 
 

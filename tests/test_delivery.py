@@ -25,7 +25,7 @@ from dispatcher.delivery.planning import PLAN_ROWS
 from dispatcher.delivery.scheduling import BACKLOG_HIGH
 
 from .brokers import Mosquitto
-from .conftest import RunningDaemon, wait_until
+from .conftest import RunningDaemon, holds_for, settled, store_settled, wait_until
 from .servers import FakePushbullet, SmtpSink, WebhookSink
 
 PUSH_TOKEN = "o.pushbullet-token-under-test"
@@ -133,8 +133,7 @@ async def test_a_webhook_that_fails_three_times_gets_the_message_once_after_back
     assert record["target"] != f"{webhook.url}/notify?key=abc" and "abc" not in record["target"]
     assert all(request.form["event_id"] == event_id for request in requests)
     assert requests[-1].form["key"] == "abc"  # the query string moved into the body
-    await asyncio.sleep(0.3)
-    assert len(webhook.requests) == 4  # sent once: nothing after the 200
+    await holds_for(lambda: len(webhook.requests) == 4, 0.3)  # sent once: nothing after the 200
 
 
 async def test_deliveries_shows_when_a_waiting_delivery_is_tried_next(
@@ -214,7 +213,7 @@ async def test_a_failing_failure_notice_does_not_loop(
     daemon = await start_daemon(config)
     await submit(daemon, http, type="Backup/Failure")
     await webhook.wait_for(2)
-    await asyncio.sleep(0.5)
+    await settled(daemon)  # a notice about the failed notice would be stored with that failure, and sent by now
     assert len(webhook.requests) == 2
     failed = await deliveries(daemon, http, status="failed")
     assert sorted(row["event_type"] for row in failed) == ["Backup/Failure", "iContact/SendIMFailed"]
@@ -232,7 +231,12 @@ async def test_mail_waits_for_an_smtp_server_that_is_down(
     )
     daemon = await start_daemon(config)
     ids = [await submit(daemon, http, type="Backup/Failure", id=f"down-{i}") for i in range(10)]
-    await asyncio.sleep(2)
+
+    async def each_tried_twice() -> bool:
+        rows = await deliveries(daemon, http)
+        return len(rows) == 20 and all(row["attempts"] >= 2 for row in rows)
+
+    await wait_until(each_tried_twice)
     assert {row["status"] for row in await deliveries(daemon, http)} == {"pending"}
     assert await pending_gauge(daemon, http) == 20
     await smtp.start()
@@ -391,7 +395,7 @@ async def test_sigkill_with_1000_pending_deliveries_resumes_them_all(
 
         daemon.start()
         await wait_until(lambda: len({r.form["event_id"] for r in webhook.requests}) == 1000, timeout_s=90)
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: store_settled(config), timeout_s=30)  # no attempt left that could still arrive
         arrivals = collections.Counter(request.form["event_id"] for request in webhook.requests)
         duplicates = {event_id: n for event_id, n in arrivals.items() if n > 1}
         print(
@@ -450,19 +454,24 @@ async def test_a_store_that_refuses_writes_delays_delivery_and_loses_nothing(
     config = make_config(contacts={"root": {"posturl": [webhook.url]}})
     daemon = await start_daemon(config)
     store = daemon.dispatcher.store
-    await store.run(
-        lambda conn: conn.execute(
-            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON deliveries BEGIN SELECT RAISE(ABORT, 'no room'); END"
+    refused: list[int] = []  # one item per refused insert (the trigger calls `refused()` before it aborts)
+
+    def refuse_inserts(conn: sqlite3.Connection) -> None:
+        conn.create_function("refused", 0, lambda: refused.append(1))
+        conn.execute(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON deliveries"
+            " BEGIN SELECT refused(); SELECT RAISE(ABORT, 'no room'); END"
         )
-    )
+
+    await store.run(refuse_inserts)
     event_id = await submit(daemon, http, type="Backup/Failure")
-    await asyncio.sleep(1.5)  # the planner has failed at least once by now
+    await wait_until(lambda: len(refused) >= 2)  # the planner was refused, and again when it tried again
     assert webhook.requests == []
     assert (await http.get(f"{daemon.base_url}/readyz")).status == 200
     await store.run(lambda conn: conn.execute("DROP TRIGGER refuse"))
     (request,) = await webhook.wait_for(1, timeout_s=10)
     assert request.form["event_id"] == event_id
-    await asyncio.sleep(0.3)
+    await settled(daemon)
     assert len(webhook.requests) == 1
 
 
@@ -488,15 +497,16 @@ async def test_a_large_fan_out_is_planned_a_few_events_at_a_time(
             return events, deliveries
 
         await wait_until(lambda: counts()[0] == 20 and len(webhook.requests) >= 8, timeout_s=30)
-        await asyncio.sleep(1.0)  # time for planning to run ahead, if it were to
-        _, deliveries = counts()
+        await wait_until(lambda: counts()[1] >= BACKLOG_HIGH, timeout_s=30)  # planned as far as it may go
         # The backlog's bound plus one planning round (its rows, and one more event's plan at most).
         bound = BACKLOG_HIGH + PLAN_ROWS + 200
-        assert 0 < deliveries <= bound < 20 * 200, f"{deliveries} deliveries planned at once"
+        assert bound < 20 * 200
+        # Planning that ran ahead would go past the bound in milliseconds: a second is ample to see it.
+        await holds_for(lambda: counts()[1] <= bound, 1.0, interval_s=0.05)
 
         webhook.delay_s = 0.0
         await wait_until(lambda: len(webhook.requests) >= 4_000, timeout_s=120)
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: store_settled(config), timeout_s=30)
         arrivals = collections.Counter((r.form["event_id"], r.form["n"]) for r in webhook.requests)
         assert len(arrivals) == 4_000 and max(arrivals.values()) == 1
         assert counts() == (20, 4_000)

@@ -318,15 +318,19 @@ async def test_our_header_cap_bounds_what_is_read() -> None:
     """Our client stops reading a streaming-headers answer within a few chunks of `MAX_HEADER_BYTES` (the server
     can write little more than that plus the sockets' buffers before the connection is gone)."""
     written = [0]
+    stopped = asyncio.Event()  # the server has noticed the close and stopped writing
 
     async def serve(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\n")
-        with contextlib.suppress(ConnectionError):
-            while not writer.is_closing() and written[0] < 512 * 1024 * 1024:
-                chunk = b"X-Filler: " + b"b" * 1000 + b"\r\n"
-                writer.write(chunk * 64)
-                written[0] += len(chunk) * 64
-                await writer.drain()
+        try:
+            with contextlib.suppress(ConnectionError):
+                while not writer.is_closing() and written[0] < 512 * 1024 * 1024:
+                    chunk = b"X-Filler: " + b"b" * 1000 + b"\r\n"
+                    writer.write(chunk * 64)
+                    written[0] += len(chunk) * 64
+                    await writer.drain()
+        finally:
+            stopped.set()
         return False
 
     client = OurClient()
@@ -334,7 +338,7 @@ async def test_our_header_cap_bounds_what_is_read() -> None:
         async with RawServer(serve) as server:
             with pytest.raises(Failed):
                 await client.post(server.url, timeout_s=30)
-            await asyncio.sleep(0.2)  # let the server notice the close
+            await asyncio.wait_for(stopped.wait(), 10)
     finally:
         await client.close()
     assert written[0] < 32 * 1024 * 1024, written[0]

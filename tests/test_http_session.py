@@ -12,6 +12,8 @@ import pytest
 
 from dispatcher.channels.http_session import HttpSession, InvalidURL, Unreachable
 
+from .conftest import wait_until
+
 LOCALHOST = "127.0.0.1"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -143,7 +145,7 @@ async def test_a_connection_the_server_closes_is_not_reused(session: HttpSession
     async with RawHttpServer(answering()) as server:
         await post(session, server.url)
         server.drop_connections()  # the server drops the idle connection
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: server.open_connections == 0)  # closed on its side, and so seen by the client
         assert (await post(session, server.url))[0] == 200
         assert server.connections == 2
 
@@ -238,8 +240,8 @@ async def test_idle_connections_beyond_concurrency_are_closed() -> None:
             for server in (a, b, c):
                 await post(http, server.url)
             http._sweep(time.monotonic())  # a sweep runs at most once a second after a request
-            await asyncio.sleep(0.1)
-            assert (a.open_connections, b.open_connections, c.open_connections) == (0, 1, 1)
+            await wait_until(lambda: a.open_connections == 0)  # closed with any other the sweep closes
+            assert (b.open_connections, c.open_connections) == (1, 1)
     finally:
         await http.close()
 

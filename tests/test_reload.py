@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 import yaml
 
-from .conftest import RunningDaemon, wait_until
+from .conftest import RunningDaemon, settled, wait_until
 from .servers import SmtpSink, WebhookSink
 
 
@@ -92,7 +92,7 @@ async def test_pending_deliveries_across_a_reload_are_delivered_once(
         rewrite(config, lambda doc: doc["channels"]["posturl"].update(timeout_s=20))
         assert await daemon.dispatcher.reload(config)
         await wait_until(lambda: len(webhook.requests) >= 500, timeout_s=60)
-        await asyncio.sleep(0.3)
+        await settled(daemon)
         arrivals = collections.Counter(request.form["event_id"] for request in webhook.requests)
         assert arrivals == {event_id: 1 for event_id in ids}
 

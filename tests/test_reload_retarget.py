@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from dispatcher.delivery.attempts import TARGET_REMOVED
 
-from .conftest import RunningDaemon, wait_until
+from .conftest import RunningDaemon, holds_for, settled, wait_until
 from .servers import SmtpSink, WebhookSink
 
 RETRIES = {"backoff_initial_s": 0.1, "backoff_max_s": 0.3, "give_up_after_s": 120}
@@ -71,12 +71,11 @@ async def test_a_webhook_removed_by_a_reload_is_no_longer_attempted(
         assert {row["reason"] for row in rows} == {TARGET_REMOVED}
         assert all(row["attempts"] >= 1 for row in rows)
         tried = len(old.requests)
-        await asyncio.sleep(1.5)  # several retry intervals
-        assert len(old.requests) == tried
+        await holds_for(lambda: len(old.requests) == tried, 1.0)  # several retry intervals (0.1 to 0.3 s)
         after = await submit(daemon, http, type="Backup/Failure", id="after")
         (request,) = await new.wait_for(1)
         assert request.form["event_id"] == after and request.form["key"] == "new-secret"
-        await asyncio.sleep(0.3)
+        await settled(daemon)  # a SendIMFailed would be stored with a failure, and sent by now
         assert len(smtp.messages) == 4  # the four events' own mails: no SendIMFailed
         assert all(row["status"] != "failed" for row in await records(daemon, http))
         metrics = await (await http.get(f"{daemon.base_url}/metrics")).text()
@@ -108,7 +107,7 @@ async def test_a_system_contact_removed_by_a_reload_gets_nothing_more(
     rewrite(config, lambda doc: doc["contacts"].pop("ops"))
     assert await daemon.dispatcher.reload(config)
 
-    async def settled() -> bool:
+    async def retargeted() -> bool:
         rows = await records(daemon, http)
         return sorted((row["recipient"], row["status"]) for row in rows) == [
             ("ops", "suppressed"),
@@ -117,12 +116,12 @@ async def test_a_system_contact_removed_by_a_reload_gets_nothing_more(
             ("root", "pending"),
         ]
 
-    await wait_until(settled, timeout_s=5)
+    await wait_until(retargeted, timeout_s=5)
     assert {row["reason"] for row in await records(daemon, http) if row["recipient"] == "ops"} == {TARGET_REMOVED}
     await smtp.start()
     try:
         mails = await smtp.wait_for(2, timeout_s=10)
-        await asyncio.sleep(0.5)
+        await settled(daemon)
         assert len(smtp.messages) == 2
         assert sorted(mail.message["X-Dispatcher-Event-Id"] for mail in mails) == ids
         assert {mail.rcpt_tos for mail in mails} == {("root@example.com",)}
@@ -159,5 +158,4 @@ async def test_an_attempt_in_flight_at_the_reload_is_not_followed_by_another(
             "delivery_retry",
             "delivery_suppressed",
         ]
-        await asyncio.sleep(0.5)
-        assert len(old.requests) == 1
+        await holds_for(lambda: len(old.requests) == 1, 0.5)  # a retry (0.1 to 0.3 s) would have come

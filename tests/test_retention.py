@@ -312,7 +312,7 @@ async def test_intake_keeps_committing_while_a_large_prune_runs(tmp_path: Path) 
             await asyncio.sleep(0.005)
 
     feeder = asyncio.create_task(intake())
-    await asyncio.sleep(0.2)  # the intake's latency without a prune, for the figures
+    await wait_until(lambda: len(latencies_s) >= 20)  # the intake's latency without a prune, for the figures
     quiet = len(latencies_s)
     began = time.perf_counter()
     counts = await retention.prune()

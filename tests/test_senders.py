@@ -32,7 +32,7 @@ from dispatcher.senders.local import LocalSender
 from dispatcher.senders.pool import SenderPool
 
 from .brokers import Mosquitto
-from .conftest import RunningDaemon, wait_until
+from .conftest import RunningDaemon, settled, wait_until
 from .servers import WebhookSink
 
 FAST_RETRIES = {"max_attempts": 5, "backoff_initial_s": 0.05, "backoff_max_s": 0.2, "give_up_after_s": 60}
@@ -252,7 +252,7 @@ async def test_a_sender_process_whose_answer_is_overdue_is_killed_and_replaced(
                 os.kill(pid, signal.SIGCONT)
         await wait_until(lambda: any(r.form["event_id"] == event_id for r in webhook.requests), timeout_s=10)
         assert pool.pids and pool.pids != [pid]
-        await asyncio.sleep(0.5)
+        await settled(daemon)
         assert [r.form["event_id"] for r in webhook.requests] == [event_id]
 
 

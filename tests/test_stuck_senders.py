@@ -34,7 +34,7 @@ from dispatcher.senders import pool as sender_pool
 from dispatcher.senders.pool import SenderPool
 
 from .brokers import Mosquitto
-from .conftest import RunningDaemon, wait_until
+from .conftest import RunningDaemon, settled, store_settled, wait_until
 from .servers import SmtpSink, WebhookSink
 from .test_senders import process_alive
 
@@ -92,12 +92,17 @@ async def test_stopped_sender_processes_are_replaced_and_each_event_goes_out_onc
             for pid in stuck:
                 if process_alive(pid):
                     os.kill(pid, signal.SIGCONT)
-        await asyncio.sleep(3)  # what a woken process still held would arrive now
+        # A stuck process is killed (it never wakes up to send what it held), and every delivery is recorded: what
+        # has not arrived by then will not.
+        await wait_until(lambda: not any(process_alive(pid) for pid in stuck), timeout_s=10)
+        await wait_until(lambda: store_settled(config), timeout_s=10)
         arrivals = collections.Counter(mail.message["X-Dispatcher-Event-Id"] for mail in smtp.messages)
         assert arrivals == dict.fromkeys(event_ids, 1)
         killed = {int(line["pid"]) for line in log_lines(daemon.log_path, "sender_killed")}
         assert killed == set(stuck) and not any(process_alive(pid) for pid in stuck)
-        assert len(log_lines(daemon.log_path, "sender_started")) == 4  # each replaced
+        # Each replaced (a replacement starts a moment after the kill).
+        await wait_until(lambda: len(log_lines(daemon.log_path, "sender_started")) >= 4, timeout_s=20)
+        assert len(log_lines(daemon.log_path, "sender_started")) == 4
         with sqlite3.connect(f"file:{config.parent / 'dispatcher.db'}?mode=ro", uri=True) as conn:
             statuses = conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall()
         assert statuses == [("sent", 5)]
@@ -136,7 +141,7 @@ async def test_the_attempts_of_a_stuck_process_are_retried_on_the_other_one(
             if process_alive(first):
                 os.kill(first, signal.SIGCONT)
         assert not process_alive(first)
-        await asyncio.sleep(1)
+        await settled(daemon)
         assert collections.Counter(request.form["event_id"] for request in webhook.requests) == dict.fromkeys(pinned, 1)
         (killed,) = [line for line in logs if line["event"] == "sender_killed"]
         assert killed["pid"] == first and killed["reason"].startswith("silent for ")
@@ -170,7 +175,7 @@ async def test_a_process_that_wakes_up_does_not_start_the_jobs_it_got_too_late(
             finally:
                 os.kill(pid, signal.SIGCONT)
             await webhook.wait_for(3, timeout_s=10)
-            await asyncio.sleep(0.5)
+            await settled(daemon)
         assert collections.Counter(request.form["event_id"] for request in webhook.requests) == dict.fromkeys(ids, 1)
         late = {
             line["event_id"]

@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -234,7 +235,7 @@ async def test_ready_only_once_the_dispatcher_is_ready(
             "READY": "1",
             "STATUS": "bus connected; deliveries: 3 pending, 120 sent, 2 failed, 7 suppressed",
         }
-        await asyncio.sleep(0.3)
+        await listener.wait_for("WATCHDOG", count=len(listener.with_key("WATCHDOG")) + 3)  # three more rounds
         assert len(listener.with_key("READY")) == 1
     finally:
         await stop(task)
@@ -251,11 +252,11 @@ async def test_watchdog_and_status_keep_coming(
     try:
         await listener.wait_for("READY")
         start = len(listener.times_of("WATCHDOG"))
-        await asyncio.sleep(1.0)
-        pings = listener.times_of("WATCHDOG")[start:]
-        assert 3 <= len(pings) <= 7, pings
+        await listener.wait_for("WATCHDOG", count=start + 6)
+        pings = listener.times_of("WATCHDOG")[start : start + 6]
         gaps = [b - a for a, b in itertools.pairwise(pings)]
         assert max(gaps) < 0.35, gaps  # inside the 0.4 s timeout
+        assert 0.14 < statistics.mean(gaps) < 0.34, gaps  # every 0.2 s: not much more often, nor less
         daemon.bus_connected = False
         daemon.counts = {"pending": 5, "sent": 1, "failed": 0, "suppressed": 0}
         expected = "bus disconnected, reconnecting; deliveries: 5 pending, 1 sent, 0 failed, 0 suppressed"
@@ -292,10 +293,9 @@ async def test_a_blocked_event_loop_sends_no_watchdog(
         blocked_from = time.monotonic()
         time.sleep(0.6)  # noqa: ASYNC251 - blocking the loop is the point of this test
         blocked_until = time.monotonic()
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: any(at > blocked_until for at in listener.times_of("WATCHDOG")))  # it resumes
         during = [at for at in listener.times_of("WATCHDOG") if blocked_from + 0.01 < at < blocked_until]
         assert during == []
-        assert any(at > blocked_until for at in listener.times_of("WATCHDOG"))  # and it resumes
     finally:
         await stop(task)
 
@@ -312,10 +312,11 @@ async def test_a_slow_store_does_not_delay_the_watchdog(
         await listener.wait_for("READY")
         daemon.counts_delay_s = 10.0
         start = len(listener.times_of("WATCHDOG"))
-        await asyncio.sleep(1.0)
-        pings = listener.times_of("WATCHDOG")[start:]
+        await listener.wait_for("WATCHDOG", count=start + 4)
+        pings = listener.times_of("WATCHDOG")[start : start + 4]
         gaps = [b - a for a, b in itertools.pairwise(pings)]
-        assert len(pings) >= 3 and max(gaps) < 0.35, gaps
+        assert max(gaps) < 0.35, gaps
+        # Each count given up after its round's 0.2 s, just before the next ping.
         assert listener.with_key("STATUS")[-1]["STATUS"] == "bus connected; deliveries: store busy"
     finally:
         await stop(task)

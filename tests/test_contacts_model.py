@@ -79,7 +79,7 @@ def test_booleans_accept_form_and_json_spellings_only() -> None:
     assert [parse_bool(v) for v in (True, 1, "1", "on", "TRUE", "yes")] == [True] * 6
     assert [parse_bool(v) for v in (False, 0, "0", "off", "false", "no", "")] == [False] * 7
     for bad in ("2", 2, "maybe", None, 1.0, []):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="expected a boolean"):
             parse_bool(bad)
 
 

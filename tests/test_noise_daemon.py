@@ -21,8 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from .conftest import RunningDaemon, wait_until
-from .noise_support import holds_for, settled
+from .conftest import RunningDaemon, holds_for, settled, wait_until
 from .servers import SmtpSink
 
 

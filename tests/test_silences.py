@@ -30,8 +30,7 @@ from dispatcher.noise.durations import duration_text, parse_duration
 from dispatcher.noise.silences import BadSilence, check_glob, new_silence, silence_from_body
 from dispatcher.store import Store
 
-from .conftest import RunningDaemon, wait_until
-from .noise_support import settled
+from .conftest import RunningDaemon, settled, wait_until
 from .servers import SmtpSink
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z

@@ -12,12 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import pytest
 
 from .brokers import Mosquitto
 from .conftest import wait_until
-
-pytestmark = pytest.mark.slow
 
 BURST = 5000
 

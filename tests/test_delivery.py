@@ -359,7 +359,6 @@ async def test_the_test_link_sends_now_on_each_channel(
     assert PUSH_TOKEN not in json.dumps(listed)
 
 
-@pytest.mark.slow
 async def started_on_the_bus(daemon_process: Any, config: Path) -> Any:
     """The daemon as a process of its own, once it has subscribed."""
     daemon = daemon_process(config)
@@ -475,6 +474,7 @@ async def test_a_store_that_refuses_writes_delays_delivery_and_loses_nothing(
     assert len(webhook.requests) == 1
 
 
+@pytest.mark.slow
 async def test_a_large_fan_out_is_planned_a_few_events_at_a_time(
     mosquitto: Mosquitto, make_config: Callable[..., Path], daemon_process: Any
 ) -> None:

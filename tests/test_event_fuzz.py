@@ -151,7 +151,6 @@ async def metric_total(http: aiohttp.ClientSession, base_url: str, name: str) ->
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
-@pytest.mark.slow
 async def test_thousands_of_hostile_messages_are_each_stored_or_dead_lettered(
     mosquitto: Mosquitto, make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
 ) -> None:

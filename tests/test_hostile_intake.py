@@ -22,8 +22,6 @@ from .brokers import Mosquitto
 from .conftest import DaemonProcess, wait_until
 from .servers import WebhookSink
 
-pytestmark = pytest.mark.slow
-
 # Each was enough, before, to kill the daemon (and to kill it again at every restart, since it was never
 # acknowledged) or to make it drop off the bus: lone surrogates, deep nesting, huge numbers, dates that
 # overflow in UTC. Now each is a dead letter with its reason.
@@ -92,6 +90,7 @@ def delivered_ids(webhook: WebhookSink) -> list[str]:
     return [request.form["event_id"] for request in webhook.requests]
 
 
+@pytest.mark.slow
 async def test_poison_messages_are_dead_lettered_and_the_daemon_stays_ready_across_a_restart(
     mosquitto: Mosquitto, make_config: Callable[..., Path], daemon_process: Any, http: aiohttp.ClientSession
 ) -> None:
@@ -124,6 +123,7 @@ async def test_poison_messages_are_dead_lettered_and_the_daemon_stays_ready_acro
         assert daemon.terminate() == 0
 
 
+@pytest.mark.slow
 async def test_ten_thousand_malformed_messages_then_a_good_one_is_delivered(
     mosquitto: Mosquitto, make_config: Callable[..., Path], daemon_process: Any, http: aiohttp.ClientSession
 ) -> None:
@@ -142,6 +142,7 @@ async def test_ten_thousand_malformed_messages_then_a_good_one_is_delivered(
         assert daemon.terminate() == 0
 
 
+@pytest.mark.slow
 async def test_a_backlog_queued_while_down_is_all_delivered_from_a_broker_without_inflight_limit(
     broker_without_inflight_limit: Mosquitto,
     make_config: Callable[..., Path],
@@ -171,6 +172,7 @@ def peak_memory_mb(pid: int) -> float:
     raise AssertionError("no VmHWM in /proc")
 
 
+@pytest.mark.slow
 async def test_a_thousand_events_of_200_kb_keep_the_daemon_under_256_mib(
     mosquitto: Mosquitto, make_config: Callable[..., Path], daemon_process: Any, http: aiohttp.ClientSession
 ) -> None:

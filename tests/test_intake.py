@@ -231,6 +231,7 @@ async def open_session(bus: Any, store_path: Path) -> None:
         await wait_until(first.connected.is_set)
 
 
+@pytest.mark.slow
 async def test_a_burst_faster_than_the_store_waits_at_the_broker_not_in_memory(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:

@@ -120,7 +120,6 @@ async def test_a_reloaded_concurrency_applies_to_the_next_sends(
         assert asyncio.get_running_loop().time() - started < 2.4
 
 
-@pytest.mark.slow
 async def test_sighup_reloads_the_running_process(make_config: Callable[..., Path], daemon_process: Any) -> None:
     """`systemctl reload` sends SIGHUP: the process logs the reload and keeps running; a bad file is refused."""
     config = make_config()
@@ -237,6 +236,7 @@ async def test_the_loop_keeps_answering_while_a_reload_compiles_templates(
     assert answered_during and set(answered_during) == {200}
 
 
+@pytest.mark.slow
 async def test_two_reloads_in_a_row_apply_in_order(
     make_config: Callable[..., Path], start_daemon: Any, tmp_path: Path
 ) -> None:

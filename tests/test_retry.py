@@ -79,6 +79,7 @@ async def _is(daemon: RunningDaemon, http: aiohttp.ClientSession, event_id: str,
     return await status_of(daemon, http, event_id, "posturl") == status
 
 
+@pytest.mark.slow
 async def test_a_failed_delivery_retried_from_the_command_line_is_sent_by_the_running_daemon(
     make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
 ) -> None:

@@ -119,7 +119,6 @@ def delivery_statuses(db: Path) -> collections.Counter[str]:
         return collections.Counter(status for (status,) in conn.execute("SELECT status FROM deliveries"))
 
 
-@pytest.mark.slow
 async def test_a_second_daemon_on_the_same_store_refuses_and_each_event_is_sent_once(
     mosquitto: Mosquitto, make_config: Callable[..., Path], daemon_process: Any
 ) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import structlog
 from structlog.testing import capture_logs
 
@@ -60,6 +61,7 @@ def email_config(make_config: Callable[..., Path], smtp: SmtpSink) -> Path:
     )
 
 
+@pytest.mark.slow
 async def test_an_outcome_the_store_refuses_is_kept_and_recorded_once_it_can_be(
     make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession
 ) -> None:

@@ -109,6 +109,7 @@ async def test_stopped_sender_processes_are_replaced_and_each_event_goes_out_onc
         assert daemon.terminate() == 0
 
 
+@pytest.mark.slow
 async def test_the_attempts_of_a_stuck_process_are_retried_on_the_other_one(
     make_config: Callable[..., Path],
     start_daemon: Any,

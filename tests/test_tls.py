@@ -107,6 +107,7 @@ async def test_events_arrive_over_mqtts_with_the_configured_ca(
 # paho-mqtt 2.2 leaves the socket of a failed TLS handshake for the garbage collector (`_ssl_wrap_socket` does not
 # close it when `do_handshake()` raises); the collector does close it, so the daemon leaks no descriptors.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.slow
 async def test_a_broker_certificate_from_another_ca_is_refused(
     tls_broker: Mosquitto, make_config: Callable[..., Path], start_daemon: Any, tmp_path: Path
 ) -> None:

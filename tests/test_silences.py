@@ -129,7 +129,7 @@ def test_durations_are_read_and_written_as_people_do() -> None:
         0.5,
     ]
     for bad in ("", "0", "-5m", "5x", "30m2h", "1h 30m", "h", "inf"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="duration such as 90s"):
             parse_duration(bad)
     assert [duration_text(seconds) for seconds in (14400, 5400, 90, 0.5, 86400 + 61)] == [
         "4h",

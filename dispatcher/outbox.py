@@ -98,18 +98,31 @@ class PendingDelivery:
         return self.created_at if self.retried_at is None else self.retried_at
 
 
+# Rows per INSERT of `record_plans`: 13 parameters each, far below both engines' limits on a statement's parameters.
+PLAN_ROWS_PER_INSERT = 500
+_DELIVERY_COLUMNS = (
+    "event_id, event_type, importance, recipient, recipient_kind, channel, target, target_label, status, reason,"
+    " created_at, updated_at, next_attempt_at"
+)
+
+
 def record_plans(
     conn: Connection, event_ids: Sequence[str], rows: Iterable[NewDelivery], now: float
 ) -> list[PendingDelivery]:
-    """Insert the planned rows and mark the events planned, in one transaction; return the new pending rows."""
-    pending = []
-    for row in rows:
-        # A row already there (an event planned twice) inserts nothing and returns no id.
-        cursor = conn.execute(
-            "INSERT INTO deliveries (event_id, event_type, importance, recipient, recipient_kind, channel,"
-            " target, target_label, status, reason, created_at, updated_at, next_attempt_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
-            (
+    """Insert the planned rows and mark the events planned, in one transaction; return the new pending rows.
+
+    Many rows to a statement (on PostgreSQL each statement is a round trip to the server, and planning holds the
+    store's thread meanwhile). A row already there (an event planned twice) inserts nothing and returns no id; the
+    ids of the new pending rows come back by their (event, channel, target), which is unique among them."""
+    rows = list(rows)
+    ids: dict[tuple[str, str | None, str | None], int] = {}
+    for start in range(0, len(rows), PLAN_ROWS_PER_INSERT):
+        chunk = rows[start : start + PLAN_ROWS_PER_INSERT]
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        parameters = [
+            value
+            for row in chunk
+            for value in (
                 row.event.id,
                 row.event.type,
                 row.importance,
@@ -123,14 +136,24 @@ def record_plans(
                 now,
                 now,
                 now if row.status == "pending" else None,
-            ),
+            )
+        ]
+        cursor = conn.execute(
+            f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING"
+            " RETURNING id, event_id, channel, target, status",
+            parameters,
         )
-        inserted = cursor.fetchall()
-        if row.status == "pending" and inserted:
+        for delivery_id, event_id, channel, target, status in cursor.fetchall():
+            if status == "pending":
+                ids[(event_id, channel, target)] = int(delivery_id)
+    pending = []
+    for row in rows:
+        delivery_id = ids.pop((row.event.id, row.channel, row.target), None) if row.status == "pending" else None
+        if delivery_id is not None:
             assert row.channel is not None and row.target is not None and row.target_label is not None
             pending.append(
                 PendingDelivery(
-                    id=int(inserted[0][0]),
+                    id=delivery_id,
                     event_id=row.event.id,
                     importance=row.importance,
                     recipient=row.recipient,
@@ -143,7 +166,9 @@ def record_plans(
                     next_attempt_at=now,
                 )
             )
-    conn.executemany("UPDATE events SET planned = 1 WHERE id = ?", [(event_id,) for event_id in event_ids])
+    for start in range(0, len(event_ids), PLAN_ROWS_PER_INSERT):
+        planned = event_ids[start : start + PLAN_ROWS_PER_INSERT]
+        conn.execute(f"UPDATE events SET planned = 1 WHERE id IN ({', '.join('?' * len(planned))})", planned)
     return pending
 
 

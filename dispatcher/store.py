@@ -310,6 +310,7 @@ class Store:
         whose exception is then its outcome. A failed commit fails them all: nothing of it is durable."""
         results: list[JobOutcome] = []
         errors = database_errors()
+        failures: tuple[type[Exception], ...] = (*errors, StoreError)
         engine = self.engine
         conn = None
         try:
@@ -325,7 +326,7 @@ class Store:
                     engine.rollback(conn)
                     return [(job, False, _as_store_error(err, errors))] if alone else None
             engine.commit(conn)
-        except (*errors, StoreError) as err:
+        except failures as err:
             if conn is not None and engine.usable(conn):
                 try:
                     engine.rollback(conn)

@@ -14,21 +14,21 @@ from typing import Any
 import aiomqtt
 
 from .brokers import Mosquitto
-from .conftest import wait_until
+from .conftest import connect_store, store_of, wait_until
 
 BURST = 5000
 
 
-def count_events(db: Path) -> tuple[int, int]:
-    """(rows, distinct ids) in the store; 0s while the file does not exist yet."""
-    if not db.exists():
+def count_events(db: Path | str) -> tuple[int, int]:
+    """(rows, distinct ids) in the store (a file or a database); 0s while the file does not exist yet."""
+    if isinstance(db, Path) and not db.exists():
         return 0, 0
-    with sqlite3.connect(db, timeout=5) as conn:
+    with connect_store(db) as conn:
         return conn.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone()
 
 
-def is_stored(db: Path, event_id: str) -> bool:
-    with sqlite3.connect(db, timeout=5) as conn:
+def is_stored(db: Path | str, event_id: str) -> bool:
+    with connect_store(db) as conn:
         return conn.execute("SELECT count(*) FROM events WHERE id = ?", (event_id,)).fetchone()[0] == 1
 
 
@@ -37,7 +37,7 @@ async def test_sigkill_during_a_burst_loses_no_acknowledged_event(
 ) -> None:
     """5,000 events, the daemon killed mid-burst and restarted: every event the broker took is stored exactly once."""
     config = make_config()
-    db = config.parent / "dispatcher.db"
+    db = store_of(config)
     daemon = daemon_process(config)
     daemon.start()
     await wait_until(lambda: b"bus_connected" in daemon.log_path.read_bytes(), timeout_s=20)
@@ -67,7 +67,8 @@ async def test_sigkill_during_a_burst_loses_no_acknowledged_event(
 async def test_sigterm_stops_intake_closes_the_store_and_exits_0(
     mosquitto: Mosquitto, make_config: Callable[..., Path], daemon_process: Any
 ) -> None:
-    """SIGTERM: the log says it stopped, the exit status is 0 and the store is consistent."""
+    """SIGTERM: the log says it stopped, the exit status is 0 and the store is consistent (SQLite's integrity
+    check; on PostgreSQL, the daemon's session has ended and released its instance lock)."""
     config = make_config()
     daemon = daemon_process(config)
     daemon.start()
@@ -75,8 +76,11 @@ async def test_sigterm_stops_intake_closes_the_store_and_exits_0(
     assert daemon.terminate() == 0
     logs = daemon.logs()
     assert '"event": "stopped"' in logs or "stopped" in logs
-    with sqlite3.connect(config.parent / "dispatcher.db") as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    with connect_store(config) as conn:
+        if isinstance(conn, sqlite3.Connection):
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        else:
+            assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() == (0,)
 
 
 def test_run_with_a_bad_config_exits_1_with_one_line(tmp_path: Path) -> None:

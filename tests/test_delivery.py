@@ -25,7 +25,7 @@ from dispatcher.delivery.planning import PLAN_ROWS
 from dispatcher.delivery.scheduling import BACKLOG_HIGH
 
 from .brokers import Mosquitto
-from .conftest import RunningDaemon, holds_for, settled, store_settled, wait_until
+from .conftest import RunningDaemon, connect_store, holds_for, settled, store_of, store_settled, wait_until
 from .servers import FakePushbullet, SmtpSink, WebhookSink
 
 PUSH_TOKEN = "o.pushbullet-token-under-test"
@@ -383,12 +383,12 @@ async def test_sigkill_with_1000_pending_deliveries_resumes_them_all(
             channels={"posturl": {"concurrency": 8}},
             contacts={"root": {"posturl": [webhook.url], "receives": {"posturl": "all"}}},
         )
-        db = config.parent / "dispatcher.db"
+        db = store_of(config)
         daemon = await started_on_the_bus(daemon_process, config)
         await publish_backup_failures(mosquitto, [f"k-{i}" for i in range(1000)])
         await wait_until(lambda: len(webhook.requests) >= 250, timeout_s=60)
         daemon.kill()
-        with sqlite3.connect(db) as conn:
+        with connect_store(db) as conn:
             recorded_sent = {row[0] for row in conn.execute("SELECT event_id FROM deliveries WHERE status = 'sent'")}
         assert len(recorded_sent) < 1000, "everything was sent before the kill; the test proves nothing"
 
@@ -445,6 +445,7 @@ async def test_a_delivery_gives_up_after_max_attempts_or_give_up_after_s(
         assert record["reason"].startswith("gave up after 0.5s: ") and record["attempts"] < 50
 
 
+@pytest.mark.sqlite_only  # the refusal is an SQLite trigger calling a Python function
 async def test_a_store_that_refuses_writes_delays_delivery_and_loses_nothing(
     make_config: Callable[..., Path], start_daemon: Any, http: aiohttp.ClientSession, webhook: WebhookSink
 ) -> None:
@@ -486,12 +487,12 @@ async def test_a_large_fan_out_is_planned_a_few_events_at_a_time(
             channels={"posturl": {"concurrency": 8}},
             contacts={"root": {"posturl": urls, "receives": {"posturl": "all"}}},
         )
-        db = config.parent / "dispatcher.db"
+        db = store_of(config)
         daemon = await started_on_the_bus(daemon_process, config)
         await publish_backup_failures(mosquitto, [f"fan-{i}" for i in range(20)])
 
         def counts() -> tuple[int, int]:
-            with sqlite3.connect(db) as conn:
+            with connect_store(db) as conn:
                 events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
                 deliveries = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
             return events, deliveries

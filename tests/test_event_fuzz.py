@@ -22,7 +22,7 @@ from dispatcher.events import REASONS, Event, InvalidEvent, parse_event
 from dispatcher.store import EVENTS_SCHEMA, insert_events
 
 from .brokers import Mosquitto
-from .conftest import wait_until
+from .conftest import connect_store, wait_until
 
 # Text as hostile as JSON can carry: any code point, lone surrogates (which `json.dumps` writes as `\ud800`
 # escapes) and control characters included.
@@ -187,7 +187,7 @@ async def test_thousands_of_hostile_messages_are_each_stored_or_dead_lettered(
         rejected = await metric_total(http, daemon.base_url, "dispatcher_events_rejected_total")
         await wait_until(lambda: len(dead) == rejected, timeout_s=30)
         collector.cancel()
-    with sqlite3.connect(config.parent / "dispatcher.db") as conn:
+    with connect_store(config) as conn:
         stored = conn.execute("SELECT count(*) FROM events WHERE source = 'mqtt'").fetchone()[0]
     assert stored + rejected <= len(messages) and stored > 0 and rejected > 0
     assert (await http.get(f"{daemon.base_url}/readyz")).status == 200

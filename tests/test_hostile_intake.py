@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import aiomqtt
 import pytest
 
 from .brokers import Mosquitto
-from .conftest import DaemonProcess, wait_until
+from .conftest import DaemonProcess, connect_store, wait_until
 from .servers import WebhookSink
 
 # Each was enough, before, to kill the daemon (and to kill it again at every restart, since it was never
@@ -71,8 +70,8 @@ async def ready(http: aiohttp.ClientSession, daemon: DaemonProcess) -> bool:
 
 
 def dead_letters_left(config: Path) -> int:
-    """Dead letters committed and not yet republished (the admin's view: sqlite3 on the store)."""
-    with sqlite3.connect(config.parent / "dispatcher.db", timeout=5) as conn:
+    """Dead letters committed and not yet republished (the admin's view: a connection to the store)."""
+    with connect_store(config) as conn:
         return int(conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,12 +19,12 @@ from dispatcher.intake.mqtt import MqttIntake
 from dispatcher.store import Store
 
 from .brokers import Mosquitto
-from .conftest import API_TOKEN, wait_until
+from .conftest import API_TOKEN, connect_store, wait_until
 
 
-def stored_ids(config_dir: Path) -> list[str]:
-    """The event ids in the daemon's store, read the way an admin would (sqlite3 on the file)."""
-    with sqlite3.connect(config_dir / "dispatcher.db") as conn:
+def stored_ids(config: Path) -> list[str]:
+    """The event ids in the store of the daemon of `config`, read beside it (on either engine)."""
+    with connect_store(config) as conn:
         return [row[0] for row in conn.execute("SELECT id FROM events ORDER BY seq")]
 
 
@@ -55,8 +54,8 @@ async def test_an_event_on_the_bus_is_recorded_and_readyz_says_ready(
     daemon = await start_daemon(config)
     body = {"id": "evt-1", "account": "bob", "data": {"domain": "example.com"}}
     await publish(mosquitto, "events/AutoSSL/CertificateInstalled", [json.dumps(body).encode()])
-    await wait_until(lambda: stored_ids(config.parent) == ["evt-1"])
-    with sqlite3.connect(config.parent / "dispatcher.db") as conn:
+    await wait_until(lambda: stored_ids(config) == ["evt-1"])
+    with connect_store(config) as conn:
         (stored,) = conn.execute("SELECT body FROM events").fetchone()
     stored_event = json.loads(stored)
     assert stored_event["type"] == "AutoSSL/CertificateInstalled"
@@ -123,7 +122,7 @@ async def test_bad_messages_go_to_the_dead_letter_topic_and_the_daemon_carries_o
         await metric(http, daemon.base_url, "dispatcher_events_rejected_total", source="mqtt", reason="too_large") == 1
     )
     await publish(mosquitto, "events/Backup/Failure", [b'{"id": "after-the-bad-ones"}'], v5=v5)
-    await wait_until(lambda: stored_ids(config.parent) == ["after-the-bad-ones"])
+    await wait_until(lambda: stored_ids(config) == ["after-the-bad-ones"])
 
 
 async def test_a_repeated_id_is_recorded_once(
@@ -133,9 +132,9 @@ async def test_a_repeated_id_is_recorded_once(
     config = make_config()
     daemon = await start_daemon(config)
     await publish(mosquitto, "events/Backup/Failure", [b'{"id": "same"}'] * 3 + [b'{"id": "other"}'])
-    await wait_until(lambda: len(stored_ids(config.parent)) == 2)
+    await wait_until(lambda: len(stored_ids(config)) == 2)
     await wait_until(lambda: metric(http, daemon.base_url, "dispatcher_events_duplicate_total", source="mqtt"))
-    assert stored_ids(config.parent) == ["same", "other"]
+    assert stored_ids(config) == ["same", "other"]
     assert await metric(http, daemon.base_url, "dispatcher_events_duplicate_total", source="mqtt") == 2
 
 
@@ -151,8 +150,8 @@ async def test_a_broker_restart_loses_no_event(
     assert (await http.get(f"{daemon.base_url}/readyz")).status == 503
     mosquitto.start()
     await publish(mosquitto, "events/Backup/Failure", [json.dumps({"id": f"after-{i}"}).encode() for i in range(300)])
-    await wait_until(lambda: len(stored_ids(config.parent)) == 600, timeout_s=30)
-    assert sorted(stored_ids(config.parent)) == sorted(
+    await wait_until(lambda: len(stored_ids(config)) == 600, timeout_s=30)
+    assert sorted(stored_ids(config)) == sorted(
         [f"before-{i}" for i in range(300)] + [f"after-{i}" for i in range(300)]
     )
     await wait_until(lambda: daemon.dispatcher.bus_connected)
@@ -168,8 +167,8 @@ async def test_events_published_while_the_daemon_is_down_arrive_when_it_returns(
     await first.stop()
     await publish(mosquitto, "events/Backup/Failure", [json.dumps({"id": f"queued-{i}"}).encode() for i in range(2000)])
     await start_daemon(config)
-    await wait_until(lambda: len(stored_ids(config.parent)) == 2000, timeout_s=30)
-    assert len(set(stored_ids(config.parent))) == 2000
+    await wait_until(lambda: len(stored_ids(config)) == 2000, timeout_s=30)
+    assert len(set(stored_ids(config))) == 2000
 
 
 async def test_the_http_intake_validates_like_the_bus_and_needs_the_token(
@@ -183,7 +182,7 @@ async def test_the_http_intake_validates_like_the_bus_and_needs_the_token(
 
     response = await http.post(url, json={"type": "Quota/DiskWarning", "account": "bob", "id": "h1"}, headers=auth)
     assert response.status == 202 and await response.json() == {"id": "h1"}
-    await wait_until(lambda: stored_ids(config.parent) == ["h1"])
+    await wait_until(lambda: stored_ids(config) == ["h1"])
 
     response = await http.post(url, json={"account": "bob"}, headers=auth)
     assert response.status == 400
@@ -200,12 +199,12 @@ async def test_the_http_intake_validates_like_the_bus_and_needs_the_token(
         response = await http.post(url, json={"type": "Quota/DiskWarning"}, headers=headers)
         assert response.status == 401
         assert API_TOKEN not in await response.text()
-    assert stored_ids(config.parent) == ["h1"]
+    assert stored_ids(config) == ["h1"]
 
 
 @contextlib.asynccontextmanager
 async def intake_on_store(
-    bus: Any, store_path: Path, recorded: Callable[[Any, Any], None]
+    bus: Any, store_path: Path | str, recorded: Callable[[Any, Any], None]
 ) -> AsyncIterator[MqttIntake]:
     """An intake on a real store (the daemon's tables), running until the block ends; `recorded(events, fresh)`
     is called after each commit."""
@@ -221,7 +220,7 @@ async def intake_on_store(
         await store.close()
 
 
-async def open_session(bus: Any, store_path: Path) -> None:
+async def open_session(bus: Any, store_path: Path | str) -> None:
     """Connect an intake once and leave: the broker keeps its persistent session and queues what comes next."""
 
     def recorded_none(events: Any, fresh: Any) -> None:
@@ -233,7 +232,7 @@ async def open_session(bus: Any, store_path: Path) -> None:
 
 @pytest.mark.slow
 async def test_a_burst_faster_than_the_store_waits_at_the_broker_not_in_memory(
-    mosquitto: Mosquitto, tmp_path: Path
+    mosquitto: Mosquitto, store_where: Path | str
 ) -> None:
     """mosquitto 2.0 keeps sending past its inflight limit once acknowledgements flow; with handling slower than
     the burst, the intake stops reading the socket instead of queueing the burst in memory, and loses nothing."""
@@ -247,11 +246,11 @@ async def test_a_burst_faster_than_the_store_waits_at_the_broker_not_in_memory(
         stored.extend(event.id for event in events)
 
     # The burst waits at the broker for the intake's persistent session, then comes as fast as mosquitto sends.
-    await open_session(bus, tmp_path / "store.db")
+    await open_session(bus, store_where)
     count = 12000
     await publish(mosquitto, "events/Backup/Failure", [json.dumps({"id": f"b-{i}"}).encode() for i in range(count)])
     peak = 0
-    async with intake_on_store(bus, tmp_path / "store.db", slow_recorded) as intake:
+    async with intake_on_store(bus, store_where, slow_recorded) as intake:
 
         async def sample() -> None:
             nonlocal peak
@@ -271,7 +270,7 @@ async def test_a_burst_faster_than_the_store_waits_at_the_broker_not_in_memory(
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_a_burst_of_small_and_large_events_arrives_whole(
-    mosquitto: Mosquitto, tmp_path: Path, protocol: str
+    mosquitto: Mosquitto, store_where: Path | str, protocol: str
 ) -> None:
     """Queued while the intake was away, then sent back to back: 600 small events and a few of nearly the size
     limit (several socket reads each) are read whole and in order, whatever falls across a read's end."""
@@ -282,13 +281,13 @@ async def test_a_burst_of_small_and_large_events_arrives_whole(
     ).bus
     received: list[Any] = []
 
-    await open_session(bus, tmp_path / "store.db")
+    await open_session(bus, store_where)
     sizes = [10 + (n * 37) % 500 for n in range(600)]
     for position in (5, 250, 251, 599):
         sizes[position] = 200_000
     payloads = [json.dumps({"id": f"w-{n}", "data": {"blob": "x" * size}}).encode() for n, size in enumerate(sizes)]
     await publish(mosquitto, "events/Backup/Failure", payloads, v5=protocol == "5")
-    async with intake_on_store(bus, tmp_path / "store.db", lambda events, fresh: received.extend(events)):
+    async with intake_on_store(bus, store_where, lambda events, fresh: received.extend(events)):
         await wait_until(lambda: len(received) >= len(sizes), timeout_s=30)
     assert [event.id for event in received] == [f"w-{n}" for n in range(len(sizes))]
     assert [len(event.data["blob"]) for event in received] == sizes

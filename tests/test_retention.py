@@ -29,7 +29,7 @@ from dispatcher.outbox import NewDelivery
 from dispatcher.retention import Retention, prune_events
 from dispatcher.store import Store, insert_events, utc_text
 
-from .conftest import wait_until
+from .conftest import store_of, wait_until
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -85,8 +85,9 @@ def plan(conn: sqlite3.Connection, new: Event, statuses: Iterable[str], at_s: fl
     return [delivery.id for delivery in pending]
 
 
-async def open_store(tmp_path: Path) -> Store:
-    store = Store(tmp_path / "dispatcher.db", schemas=SCHEMAS)
+async def open_store(where: Path | str) -> Store:
+    """The daemon's tables in a store at `where` (the engine under test's `store_where`, or an SQLite file)."""
+    store = Store(where, schemas=SCHEMAS)
     await store.open(exclusive=True)
     return store
 
@@ -95,13 +96,13 @@ def ids(conn: sqlite3.Connection, sql: str) -> set[Any]:
     return {row[0] for row in conn.execute(sql)}
 
 
-async def test_old_finished_events_and_their_records_go_and_the_rest_stays(tmp_path: Path) -> None:
+async def test_old_finished_events_and_their_records_go_and_the_rest_stays(store_where: Path | str) -> None:
     """With a 30-day limit, one pass deletes the finished events received before it (sent, failed, suppressed,
     retried by hand, or planned with no delivery at all) with every delivery record and retry note of theirs, and
     an old record whose event is not in the store. It keeps: events of the last 30 days, an old event with a pending
     delivery (all its records), an old event not yet planned, a pending record without an event, dead letters and
     contacts. It logs one `store_pruned` line with the counts."""
-    store = await open_store(tmp_path)
+    store = await open_store(store_where)
     old, young = NOW - 31 * DAY, NOW - 29 * DAY
 
     def fill(conn: sqlite3.Connection) -> None:
@@ -161,10 +162,10 @@ async def test_old_finished_events_and_their_records_go_and_the_rest_stays(tmp_p
     await store.close()
 
 
-async def test_a_delivery_put_back_to_pending_keeps_its_event(tmp_path: Path) -> None:
+async def test_a_delivery_put_back_to_pending_keeps_its_event(store_where: Path | str) -> None:
     """An old failed delivery put back to pending (`dispatcher retry`) makes its event unfinished again: kept, until
     the retry has ended and the next pass takes it."""
-    store = await open_store(tmp_path)
+    store = await open_store(store_where)
     delivery_ids = await store.run(lambda conn: record(conn, "e", NOW - 40 * DAY, ["failed"]))
     await store.run(lambda conn: outbox.retry_failed(conn, delivery_id=delivery_ids[0], now=clock()))
     retention = Retention(store, 30, clock=clock)
@@ -176,12 +177,12 @@ async def test_a_delivery_put_back_to_pending_keeps_its_event(tmp_path: Path) ->
     await store.close()
 
 
-async def test_batches_are_bounded_and_the_walk_survives_ties_and_big_events(tmp_path: Path) -> None:
+async def test_batches_are_bounded_and_the_walk_survives_ties_and_big_events(store_where: Path | str) -> None:
     """Batches of at most `batch_rows` rows: 1,000 old events received in the same microsecond (the walk's cursor
     is (received_at, seq), not the time alone) with 3 records each, and one event with 250 records (more than a
     batch: its records go over several batches, the event with the last), are all deleted; an unfinished one in
     the middle is stepped over, not stuck on."""
-    store = await open_store(tmp_path)
+    store = await open_store(store_where)
     moment = NOW - 60 * DAY
 
     def fill(conn: sqlite3.Connection) -> None:
@@ -207,10 +208,10 @@ async def test_batches_are_bounded_and_the_walk_survives_ties_and_big_events(tmp
     await store.close()
 
 
-async def test_no_limit_keeps_everything_and_the_task_runs_on_its_own(tmp_path: Path) -> None:
+async def test_no_limit_keeps_everything_and_the_task_runs_on_its_own(store_where: Path | str) -> None:
     """`retention_days: null` (None): `run()` returns at once and a pass deletes nothing. With a limit, `run()`
     makes its first pass after `first_pass_s` and the next ones every `interval_s`, and `stop()` ends it at once."""
-    store = await open_store(tmp_path)
+    store = await open_store(store_where)
     await store.run(lambda conn: record(conn, "ancient", NOW - 3650 * DAY, ["sent"]))
     keep_all = Retention(store, None, clock=clock, first_pass_s=0)
     await asyncio.wait_for(keep_all.run(), 1)
@@ -245,7 +246,7 @@ def checkpoint(db: Path) -> None:
 async def test_free_pages_go_back_to_the_file_system_after_a_large_prune(tmp_path: Path) -> None:
     """A new store (auto_vacuum=INCREMENTAL) that pruned most of its rows gives the free pages back: the file
     shrinks to a fraction once checkpointed, and the pass reports the bytes released."""
-    store = await open_store(tmp_path)
+    store = await open_store(tmp_path / "dispatcher.db")
     db = tmp_path / "dispatcher.db"
 
     def fill(conn: sqlite3.Connection) -> None:
@@ -288,7 +289,7 @@ async def test_intake_keeps_committing_while_a_large_prune_runs(tmp_path: Path) 
     """50,000 old finished events (each with a delivery record: 100,000 rows) are pruned while an intake commits
     one durable event every 5 ms through the same store. The intake never waits long: its slowest commit stays far
     below a whole pass, and it commits all along the pass instead of after it."""
-    store = await open_store(tmp_path)
+    store = await open_store(tmp_path / "dispatcher.db")
     old = NOW - 90 * DAY
 
     def fill(conn: sqlite3.Connection) -> None:
@@ -339,8 +340,8 @@ async def test_intake_keeps_committing_while_a_large_prune_runs(tmp_path: Path) 
 async def test_the_daemon_prunes_with_its_configured_limit(tmp_path: Path, make_config: Callable[..., Path]) -> None:
     """The daemon starts the retention task with `store.retention_days` from its config (here 7): an event
     finished 8 days ago is gone after the first pass, one from 6 days ago stays."""
-    config = make_config(store={"path": "dispatcher.db", "retention_days": 7}, delivery={"workers": 0})
-    store = await open_store(tmp_path)
+    config = make_config(store={"retention_days": 7}, delivery={"workers": 0})
+    store = await open_store(store_of(config))
     now = datetime.now(UTC)
     await store.run(lambda conn: record(conn, "eight-days", now - 8 * DAY, ["sent"]))
     await store.run(lambda conn: record(conn, "six-days", now - 6 * DAY, ["sent"]))

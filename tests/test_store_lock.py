@@ -32,6 +32,9 @@ from .servers import WebhookSink
 
 EVENTS = 10
 
+# Every test here is about the lock file beside an SQLite store (PostgreSQL's advisory lock: test_store_engines.py).
+pytestmark = pytest.mark.sqlite_only
+
 
 def in_use_line(db: Path, pid: int) -> str:
     return f"dispatcher: the store {db} is in use by another dispatcher (pid {pid}); one store serves one instance"

@@ -1,11 +1,10 @@
-"""A store that refuses to record an outcome (a real SQLite fault: a trigger that aborts every UPDATE of the
-deliveries, installed and dropped through a second connection to the file) never strands or doubles a delivery;
+"""A store that refuses to record an outcome (a real fault of the database: a trigger that aborts every UPDATE of the
+deliveries, installed and dropped through a second connection to the store) never strands or doubles a delivery;
 and a pending row that nothing holds is taken up by the running daemon without a restart."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,14 +16,24 @@ import structlog
 from structlog.testing import capture_logs
 
 from dispatcher.delivery.scheduling import SWEEP_INTERVAL_S
+from dispatcher.engines import is_url
 
-from .conftest import RunningDaemon, holds_for, settled, wait_until
+from .conftest import RunningDaemon, connect_store, holds_for, settled, store_of, wait_until
 from .servers import SmtpSink
 
 REFUSE_UPDATES = (
     "CREATE TRIGGER refuse_delivery_updates BEFORE UPDATE ON deliveries"
     " BEGIN SELECT RAISE(ABORT, 'database or disk is full (test)'); END"
 )
+# The same trigger in PostgreSQL's words, and how each engine drops it.
+REFUSE_UPDATES_PG = (
+    "CREATE FUNCTION refuse_delivery_updates() RETURNS trigger LANGUAGE plpgsql AS"
+    " 'BEGIN RAISE EXCEPTION ''database or disk is full (test)''; END';"
+    " CREATE TRIGGER refuse_delivery_updates BEFORE UPDATE ON deliveries"
+    " FOR EACH ROW EXECUTE FUNCTION refuse_delivery_updates()"
+)
+ALLOW_UPDATES = "DROP TRIGGER refuse_delivery_updates"
+ALLOW_UPDATES_PG = "DROP TRIGGER refuse_delivery_updates ON deliveries"
 
 
 async def submit(daemon: RunningDaemon, http: aiohttp.ClientSession, **event: Any) -> str:
@@ -47,11 +56,13 @@ async def pending_gauge(daemon: RunningDaemon, http: aiohttp.ClientSession) -> f
     return float(line.split()[1])
 
 
-def on_the_side(db: Path, sql: str, *params: Any) -> None:
-    """Run one statement through a connection of our own to the daemon's store file, as another program would."""
-    with sqlite3.connect(db, timeout=10) as conn:
-        conn.execute(sql, params)
-    conn.close()
+def on_the_side(db: Path | str, sql: str, *params: Any) -> None:
+    """Run one statement through a connection of our own to the daemon's store, as another program would."""
+    with connect_store(db) as conn:
+        if params or not is_url(db):
+            conn.execute(sql, params)
+        else:
+            conn.raw.execute(sql)  # PostgreSQL's own text, two statements at once
 
 
 def email_config(make_config: Callable[..., Path], smtp: SmtpSink) -> Path:
@@ -70,9 +81,9 @@ async def test_an_outcome_the_store_refuses_is_kept_and_recorded_once_it_can_be(
     two sweeps); once the fault is gone the record ends sent, after 1 attempt, and the mail arrived once."""
     async with SmtpSink() as smtp:
         config = email_config(make_config, smtp)
-        db = config.parent / "dispatcher.db"
+        db = store_of(config)
         daemon = await start_daemon(config)
-        await asyncio.to_thread(on_the_side, db, REFUSE_UPDATES)
+        await asyncio.to_thread(on_the_side, db, REFUSE_UPDATES_PG if is_url(db) else REFUSE_UPDATES)
         with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
             event_id = await submit(daemon, http, type="Backup/Failure", id="refused-record")
             await smtp.wait_for(1)
@@ -81,7 +92,7 @@ async def test_an_outcome_the_store_refuses_is_kept_and_recorded_once_it_can_be(
             await holds_for(lambda: len(smtp.messages) == 1, 2 * SWEEP_INTERVAL_S + 0.5)
             row = await record(daemon, http, event_id)
             assert (row["status"], row["attempts"]) == ("pending", 0)
-            await asyncio.to_thread(on_the_side, db, "DROP TRIGGER refuse_delivery_updates")
+            await asyncio.to_thread(on_the_side, db, ALLOW_UPDATES_PG if is_url(db) else ALLOW_UPDATES)
             await wait_until(lambda: _status_is(daemon, http, event_id, "sent"), timeout_s=10)
         row = await record(daemon, http, event_id)
         assert row["attempts"] == 1
@@ -106,7 +117,7 @@ async def test_a_pending_row_that_nothing_holds_is_sent_without_a_restart(
     which the sweep sets from the store's count, ends at 0 (not -1 for a row it never saw planned)."""
     async with SmtpSink() as smtp:
         config = email_config(make_config, smtp)
-        db = config.parent / "dispatcher.db"
+        db = store_of(config)
         daemon = await start_daemon(config)
         event_id = await submit(daemon, http, type="Backup/Failure", id="stranded")
         await smtp.wait_for(1)

@@ -11,7 +11,6 @@ import os
 import pickle
 import signal
 import socket
-import sqlite3
 import time
 import zlib
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from dispatcher.senders import pool as sender_pool
 from dispatcher.senders.pool import SenderPool
 
 from .brokers import Mosquitto
-from .conftest import RunningDaemon, settled, store_settled, wait_until
+from .conftest import RunningDaemon, connect_store, settled, store_settled, wait_until
 from .servers import SmtpSink, WebhookSink
 from .test_senders import process_alive
 
@@ -103,7 +102,7 @@ async def test_stopped_sender_processes_are_replaced_and_each_event_goes_out_onc
         # Each replaced (a replacement starts a moment after the kill).
         await wait_until(lambda: len(log_lines(daemon.log_path, "sender_started")) >= 4, timeout_s=20)
         assert len(log_lines(daemon.log_path, "sender_started")) == 4
-        with sqlite3.connect(f"file:{config.parent / 'dispatcher.db'}?mode=ro", uri=True) as conn:
+        with connect_store(config) as conn:
             statuses = conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall()
         assert statuses == [("sent", 5)]
         assert daemon.terminate() == 0

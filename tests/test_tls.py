@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import ssl
 import subprocess
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from dispatcher.channels.posturl import PostUrlChannel
 from dispatcher.config import PostUrlChannelConfig
 
 from .brokers import Mosquitto
-from .conftest import wait_until
+from .conftest import connect_store, wait_until
 from .test_channels import make_message
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make test certificates")
@@ -98,7 +97,7 @@ async def test_events_arrive_over_mqtts_with_the_configured_ca(
         await client.publish("events/Backup/Failure", json.dumps({"id": "over-tls"}).encode(), qos=1)
 
     def stored() -> list[str]:
-        with sqlite3.connect(config.parent / "dispatcher.db") as conn:
+        with connect_store(config) as conn:
             return [row[0] for row in conn.execute("SELECT id FROM events")]
 
     await wait_until(lambda: stored() == ["over-tls"])

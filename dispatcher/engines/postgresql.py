@@ -149,7 +149,8 @@ class PostgresEngine(Engine):
         if exclusive and not readonly:
             # Held by this session until it ends (a killed daemon's connection ends with it). Until deliveries are
             # claimed with leases, one daemon per database: two would each resume the same pending deliveries.
-            if not conn.raw.execute("SELECT pg_try_advisory_lock(%s)", (INSTANCE_LOCK,)).fetchone()[0]:
+            locked = conn.raw.execute("SELECT pg_try_advisory_lock(%s)", (INSTANCE_LOCK,)).fetchone()
+            if not (locked and locked[0]):
                 conn.close()
                 by = "another dispatcher; one store serves one instance until deliveries are claimed with leases"
                 raise StoreInUse(f"the store {self.shown} is in use by {by}")
@@ -188,7 +189,8 @@ class PostgresEngine(Engine):
         return conn.in_transaction
 
     def stored_version(self, conn: PgConnection) -> int | None:
-        if conn.raw.execute("SELECT to_regclass(%s)", (SCHEMA_TABLE,)).fetchone()[0] is None:
+        table = conn.raw.execute("SELECT to_regclass(%s)", (SCHEMA_TABLE,)).fetchone()
+        if table is None or table[0] is None:
             return None
         row = conn.raw.execute(f"SELECT version FROM {SCHEMA_TABLE}").fetchone()
         return None if row is None else int(row[0])

@@ -26,7 +26,7 @@ class SQLiteEngine(Engine):
     name = "sqlite"
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path = self.file = path
         self.shown = str(path)
         self._lock_fd: int | None = None
         self._synchronous: str | None = None
@@ -34,10 +34,10 @@ class SQLiteEngine(Engine):
     @property
     def lock_path(self) -> Path:
         """The instance lock's file, beside the database."""
-        return self.path.with_name(self.path.name + LOCK_SUFFIX)
+        return self.file.with_name(self.file.name + LOCK_SUFFIX)
 
     def lock_instance(self) -> None:
-        self._lock_fd = _lock_instance(self.lock_path, shown=self.path)
+        self._lock_fd = _lock_instance(self.lock_path, shown=self.file)
 
     def release_instance(self) -> None:
         if self._lock_fd is not None:
@@ -53,16 +53,16 @@ class SQLiteEngine(Engine):
             needed = ".".join(map(str, MIN_SQLITE))
             raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old for the store: {needed} or newer is needed")
         if readonly:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(f"file:{self.file}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
             try:
                 conn.execute("PRAGMA busy_timeout=5000")
             except BaseException:
                 conn.close()
                 raise
             return conn
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so group commit is explicit.
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.file, isolation_level=None, check_same_thread=False)
         try:
             # Takes effect only for a new database, and only before its first write (the WAL switch below is one);
             # for an existing store it changes nothing.

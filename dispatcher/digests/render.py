@@ -47,6 +47,7 @@ from ..render import (
     subject_prefix,
     wrap_text,
 )
+from ..render.renderer import TemplateFailed, describe_template_error
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -66,19 +67,6 @@ class DigestJob:
     id: int
     events: tuple[Event, ...]
     group: tuple[tuple[str, str | None], ...] = ()
-
-
-class _Failed(Exception):
-    def __init__(self, template: str, error: BaseException) -> None:
-        super().__init__(f"{template}: {error}")
-        self.template = template
-        self.error = error
-
-
-def _describe(err: BaseException) -> str:
-    line = getattr(err, "lineno", None)
-    message = getattr(err, "message", None) or str(err)
-    return f"{type(err).__name__}: {message}" + (f" (line {line})" if line else "")
 
 
 class DigestRenderer:
@@ -106,8 +94,13 @@ class DigestRenderer:
         want_html = channel not in TEXT_ONLY_CHANNELS
         try:
             subject, text, html = self._render_with(self._env, context, want_html=want_html)
-        except _Failed as failed:
-            log.error("template_failed", template=failed.template, error=_describe(failed.error), digest_id=job.id)
+        except TemplateFailed as failed:
+            log.error(
+                "template_failed",
+                template=failed.template,
+                error=describe_template_error(failed.error),
+                digest_id=job.id,
+            )
             subject, text, html = self._fallback(context, want_html=want_html)
         prefix = self._prefix(lead, recipient, context["hostname"])
         return Message(
@@ -195,13 +188,13 @@ class DigestRenderer:
             try:
                 templates[part] = env.get_template(name)
             except jinja2.TemplateError as err:
-                raise _Failed(name, err) from err
+                raise TemplateFailed(name, err) from err
 
         def run(part: str, ctx: dict[str, Any]) -> str:
             try:
                 return templates[part].render(ctx)
             except Exception as err:  # any template bug; the caller falls back
-                raise _Failed(f"{DIGEST_TEMPLATE}.{part}.j2", err) from err
+                raise TemplateFailed(f"{DIGEST_TEMPLATE}.{part}.j2", err) from err
 
         subject = clean_subject(run("subject", context))
         with_subject = {**context, "subject": subject}
@@ -212,8 +205,8 @@ class DigestRenderer:
         if self._shipped_env is not None:
             try:
                 return self._render_with(self._shipped_env, context, want_html=want_html)
-            except _Failed as failed:
-                log.error("template_failed", template=failed.template, error=_describe(failed.error))
+            except TemplateFailed as failed:
+                log.error("template_failed", template=failed.template, error=describe_template_error(failed.error))
         return _plain(context, want_html=want_html)
 
     # -- checking ------------------------------------------------------------------------------------------------
@@ -239,7 +232,7 @@ class DigestRenderer:
         context = self.context(job, self._lead(events), importance=Importance.HIGH, recipient=None)
         try:
             self._render_with(self._env, context, want_html=True)
-        except _Failed as failed:
+        except TemplateFailed as failed:
             filename, line = _location(failed.error)
             where = filename or self._path_of(failed.template)
             message = getattr(failed.error, "message", None) or str(failed.error)

@@ -54,14 +54,16 @@ class _TemplateSet:
     html: jinja2.Template | None
 
 
-class _RenderFailed(Exception):
+class TemplateFailed(Exception):
+    """A template file that exists but does not compile or render: its name and the error."""
+
     def __init__(self, template: str, error: BaseException) -> None:
         super().__init__(f"{template}: {error}")
         self.template = template
         self.error = error
 
 
-def _describe(err: BaseException) -> str:
+def describe_template_error(err: BaseException) -> str:
     """An error as one log value: its kind, its message and, for template errors, the line."""
     line = getattr(err, "lineno", None)
     message = getattr(err, "message", None) or str(err)
@@ -109,7 +111,7 @@ class Renderer:
     def _load(self, env: jinja2.Environment, event_type: str) -> _TemplateSet | None:
         """The compiled set for `event_type`, None if the type has no subject or no body template.
 
-        Raises `_RenderFailed` when a file exists but does not compile.
+        Raises `TemplateFailed` when a file exists but does not compile.
         """
         found: dict[str, jinja2.Template | None] = {}
         for part in PARTS:
@@ -118,10 +120,10 @@ class Renderer:
                 found[part] = env.get_template(name)
             except jinja2.TemplateNotFound as err:
                 if err.name != name:  # the template exists, but something it extends or imports does not
-                    raise _RenderFailed(name, err) from err
+                    raise TemplateFailed(name, err) from err
                 found[part] = None
             except jinja2.TemplateError as err:
-                raise _RenderFailed(name, err) from err
+                raise TemplateFailed(name, err) from err
         subject = found["subject"]
         if subject is None or (found["text"] is None and found["html"] is None):
             return None
@@ -138,9 +140,14 @@ class Renderer:
             return self._fallback_set()
         try:
             loaded = self._load(self._env, event_type)
-        except _RenderFailed as failed:
-            self._broken[event_type] = (failed.template, _describe(failed.error))
-            log.error("template_failed", template=failed.template, error=_describe(failed.error), event_type=event_type)
+        except TemplateFailed as failed:
+            self._broken[event_type] = (failed.template, describe_template_error(failed.error))
+            log.error(
+                "template_failed",
+                template=failed.template,
+                error=describe_template_error(failed.error),
+                event_type=event_type,
+            )
             loaded = None
         else:
             if loaded is None and event_type in self.catalog and event_type != FALLBACK_TYPE:
@@ -153,12 +160,12 @@ class Renderer:
             loaded: _TemplateSet | None = None
             try:
                 loaded = self._load(self._env, FALLBACK_TYPE)
-            except _RenderFailed as failed:
+            except TemplateFailed as failed:
                 log.error("template_failed", template=failed.template, error=str(failed.error))
             if loaded is None and self._shipped_env is not self._env:
                 try:
                     loaded = self._load(self._shipped_env, FALLBACK_TYPE)
-                except _RenderFailed as failed:
+                except TemplateFailed as failed:
                     log.error("template_failed", template=failed.template, error=str(failed.error))
             if loaded is None:
                 loaded = _TemplateSet(FALLBACK_TYPE, *_builtin_fallback())
@@ -215,7 +222,7 @@ class Renderer:
             try:
                 return template.render(ctx)
             except Exception as err:  # any template bug; the caller falls back
-                raise _RenderFailed(template.name or "?", err) from err
+                raise TemplateFailed(template.name or "?", err) from err
 
         subject = clean_subject(run(templates.subject, context))
         with_subject = {**context, "subject": subject}
@@ -234,12 +241,12 @@ class Renderer:
         templates = self._templates_for(template_type(event))
         try:
             subject, text, html = self._render_set(templates, context, want_html=want_html)
-        except _RenderFailed as failed:
+        except TemplateFailed as failed:
             _, lineno = _error_location(failed.error)
             log.error(
                 "template_failed",
                 template=failed.template,
-                error=_describe(failed.error),
+                error=describe_template_error(failed.error),
                 line=lineno,
                 event_type=event.type,
                 event_id=event.id,
@@ -267,14 +274,14 @@ class Renderer:
         if self._shipped_env is not self._env:
             try:
                 shipped = self._load(self._shipped_env, FALLBACK_TYPE)
-            except _RenderFailed:
+            except TemplateFailed:
                 shipped = None
             if shipped is not None:
                 candidates.append(shipped)
         for templates in candidates:
             try:
                 return self._render_set(templates, context, want_html=want_html)
-            except _RenderFailed as again:
+            except TemplateFailed as again:
                 log.error("template_failed", template=again.template, error=str(again.error))
         subject, text, html = _builtin_fallback()
         return self._render_set(_TemplateSet(FALLBACK_TYPE, subject, text, html), context, want_html=want_html)
@@ -316,7 +323,7 @@ class Renderer:
     def _check_render(self, event_type: str) -> list[str]:
         try:
             templates = self._load(self._env, event_type)
-        except _RenderFailed as failed:
+        except TemplateFailed as failed:
             return [self._issue(failed)]
         if templates is None:
             return []
@@ -338,11 +345,11 @@ class Renderer:
         context = self.context(event, importance=Importance.LOW, recipient=None)
         try:
             self._render_set(templates, context, want_html=True)
-        except _RenderFailed as failed:
+        except TemplateFailed as failed:
             return [self._issue(failed)]
         return []
 
-    def _issue(self, failed: _RenderFailed) -> str:
+    def _issue(self, failed: TemplateFailed) -> str:
         filename, lineno = _error_location(failed.error)
         where = filename or self._path_of(failed.template)
         message = getattr(failed.error, "message", None) or str(failed.error)

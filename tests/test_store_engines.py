@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 from structlog.testing import capture_logs
@@ -17,6 +18,7 @@ from dispatcher import contacts, outbox
 from dispatcher.engines import Connection
 from dispatcher.engines.postgresql import SCHEMA_TABLE, to_format, translate_ddl
 from dispatcher.errors import StoreError
+from dispatcher.events import Event
 from dispatcher.intake import dead_letters
 from dispatcher.migrations import SCHEMA_VERSION, StoreTooNew
 from dispatcher.store import EVENTS_SCHEMA, Store, StoreInUse
@@ -136,4 +138,25 @@ async def test_booleans_are_stored_as_integers_and_a_nul_is_refused_alone(postgr
     assert results[0] is None and results[2] is None and isinstance(results[1], StoreError)
     rows = await store.run(lambda conn: conn.execute("SELECT name, value FROM flags ORDER BY name").fetchall())
     assert rows == [("off", 0), ("on", 1)]
+    await store.close()
+
+
+async def test_an_event_postgresql_cannot_store_becomes_a_dead_letter_and_its_batch_commits(postgres_url: str) -> None:
+    """The intake's promise holds on PostgreSQL: a value the database refuses (a NUL, which PostgreSQL's text cannot
+    hold, refused before it reaches the server) makes that event a dead letter, `unreadable`, and the rest of its
+    batch is stored in the same transaction."""
+    store = Store(postgres_url, schemas=DAEMON_SCHEMAS)
+    await store.open()
+    now = datetime.now(UTC)
+
+    def event(event_id: str, event_type: str) -> tuple[Event, dead_letters.DeadLetter]:
+        new = Event(event_id, event_type, now, "h.example.com", None, None, {}, now)
+        return new, dead_letters.DeadLetter("events/Backup/Failure", "unreadable", "", event_id.encode())
+
+    batch = [event("good-1", "Backup/Failure"), event("bad", "Backup/Fail\x00ure"), event("good-2", "Backup/Failure")]
+    stored, fresh, written = await store.run(lambda conn: dead_letters.record_batch(conn, batch, []))
+    assert [e.id for e in stored] == ["good-1", "good-2"] and fresh == [True, True]
+    assert [(letter.reason, letter.payload) for letter in written] == [("unreadable", b"bad")]
+    assert "NUL" in written[0].message
+    assert await store.run(dead_letters.count_unpublished) == 1
     await store.close()

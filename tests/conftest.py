@@ -223,8 +223,16 @@ class RunningDaemon:
         return {"Authorization": f"Bearer {API_TOKEN}"}
 
     async def stop(self) -> None:
+        """Stop the daemon; one that does not stop within 30 s fails its test, and its sender processes are killed
+        so that they do not outlive it and show up in the next test's process counts."""
         self.dispatcher.stop()
-        await asyncio.wait_for(self.task, 30)
+        try:
+            await asyncio.wait_for(self.task, 30)
+        except BaseException:
+            for pid in getattr(self.dispatcher.pipeline.sender, "pids", ()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            raise
 
 
 @pytest.fixture

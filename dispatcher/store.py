@@ -357,15 +357,34 @@ def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             future.set_exception(value)
 
 
+# Events per INSERT of `insert_events`: 5 parameters each, far below both engines' limits on a statement's parameters.
+EVENTS_PER_INSERT = 500
+
+
 def insert_events(conn: Connection, events: Iterable[Event], source: str) -> list[bool]:
-    """INSERT events, ignoring ids already recorded; True for each one that is new."""
+    """INSERT events, ignoring ids already recorded; True for each one that is new (an id twice in `events`: its
+    first). Many rows to a statement, in order (on PostgreSQL each statement is a round trip); a statement that
+    fails inserts none of its rows."""
+    events = list(events)
+    new_ids: set[str] = set()
+    for start in range(0, len(events), EVENTS_PER_INSERT):
+        chunk = events[start : start + EVENTS_PER_INSERT]
+        values = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+        parameters = [
+            value
+            for event in chunk
+            for value in (event.id, event.type, event.to_json(), source, utc_text(event.received_at))
+        ]
+        cursor = conn.execute(
+            f"INSERT INTO events (id, type, body, source, received_at) VALUES {values} ON CONFLICT DO NOTHING"
+            " RETURNING id",
+            parameters,
+        )
+        new_ids.update(event_id for (event_id,) in cursor.fetchall())
     fresh = []
     for event in events:
-        cursor = conn.execute(
-            "INSERT INTO events (id, type, body, source, received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (event.id, event.type, event.to_json(), source, utc_text(event.received_at)),
-        )
-        fresh.append(cursor.rowcount == 1)
+        fresh.append(event.id in new_ids)
+        new_ids.discard(event.id)
     return fresh
 
 

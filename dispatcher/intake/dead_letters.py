@@ -66,9 +66,36 @@ def record_batch(
     `events` pairs each event with the dead letter it becomes if it cannot be stored (a value the database refuses);
     returns the events stored, for each whether it is new, and every dead letter written (refused ones first).
     """
+    written = list(letters)
+    # All at once first, since a statement per event is a round trip each on PostgreSQL; in a savepoint, so that a
+    # refused value leaves nothing of the attempt (it may span several statements) before the events go one by one.
+    conn.execute("SAVEPOINT record_batch")
+    try:
+        fresh = insert_events(conn, [event for event, _ in events], "mqtt")
+    except Exception as err:
+        if is_store_failure(err):
+            raise  # the store itself (disk full, locked): the whole batch stays unacknowledged and comes again
+        conn.execute("ROLLBACK TO record_batch")
+        conn.execute("RELEASE record_batch")
+        stored, fresh = _one_by_one(conn, events, written)
+    else:
+        conn.execute("RELEASE record_batch")
+        stored = [event for event, _ in events]
+    now = datetime.now(UTC).isoformat()
+    conn.executemany(
+        "INSERT INTO dead_letters (topic, reason, message, payload, received_at) VALUES (?, ?, ?, ?, ?)",
+        [(dead.topic, dead.reason, dead.message, dead.payload, dead.received_at or now) for dead in written],
+    )
+    return stored, fresh, written
+
+
+def _one_by_one(
+    conn: Connection, events: Sequence[tuple[Event, DeadLetter]], written: list[DeadLetter]
+) -> tuple[list[Event], list[bool]]:
+    """Insert the events one at a time: one whose values the database refuses becomes a dead letter (appended to
+    `written`); the events stored, and for each whether it is new."""
     stored: list[Event] = []
     fresh: list[bool] = []
-    written = list(letters)
     for event, if_unstorable in events:
         try:
             fresh.append(insert_events(conn, [event], "mqtt")[0])
@@ -85,12 +112,7 @@ def record_batch(
                     if_unstorable.payload,
                 )
             )
-    now = datetime.now(UTC).isoformat()
-    conn.executemany(
-        "INSERT INTO dead_letters (topic, reason, message, payload, received_at) VALUES (?, ?, ?, ?, ?)",
-        [(dead.topic, dead.reason, dead.message, dead.payload, dead.received_at or now) for dead in written],
-    )
-    return stored, fresh, written
+    return stored, fresh
 
 
 def take_unpublished(conn: Connection, limit: int) -> list[tuple[int, DeadLetter]]:

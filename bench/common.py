@@ -7,6 +7,7 @@ user starts it; its CPU time and memory are read from `/proc/PID/stat` and `/pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ if str(REPO) not in sys.path:
 
 from dispatcher.config import DeliveryConfig  # noqa: E402 - after the path is set
 from tests.brokers import Mosquitto, free_port, wait_for_port  # noqa: E402 - after the path is set
+from tests.postgres import SUPERUSER, PostgresServer, find_bindir  # noqa: E402 - after the path is set
 
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 DISPATCHER = str(REPO / ".venv" / "bin" / "dispatcher")
@@ -45,6 +47,7 @@ __all__ = [
     "RESULTS",
     "Daemon",
     "Mosquitto",
+    "Postgres",
     "ProcessStats",
     "RssSampler",
     "Sinks",
@@ -55,6 +58,7 @@ __all__ = [
     "percentile",
     "process_stats",
     "summarize_latencies_ms",
+    "trees_stats",
     "wait_for_port",
 ]
 
@@ -122,6 +126,32 @@ def tree_stats(pid: int) -> ProcessStats:
     return total
 
 
+def trees_stats(pids: Sequence[int]) -> ProcessStats:
+    """`tree_stats` summed over several process trees (the instances of a cluster, each with its senders)."""
+    total = ProcessStats(0.0, 0.0, 0.0)
+    for pid in pids:
+        stats = tree_stats(pid)
+        total = ProcessStats(
+            cpu_s=total.cpu_s + stats.cpu_s, rss_mb=total.rss_mb + stats.rss_mb, hwm_mb=total.hwm_mb + stats.hwm_mb
+        )
+    return total
+
+
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds of a server that forks a process per connection (PostgreSQL): its own, its children's still
+    running, and those of the children it has already reaped (cutime+cstime), so that a backend that ended
+    during the measurement is not lost."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    total = sum(int(value) for value in fields[11:15]) / CLOCK_TICKS_PER_S  # utime, stime, cutime, cstime
+    for child in child_pids(pid):
+        try:
+            total += process_stats(child).cpu_s
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
 def machine_busy_s() -> float:
     """CPU seconds all CPUs have spent not idle since boot (`/proc/stat`): the whole machine, every process."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
@@ -130,12 +160,14 @@ def machine_busy_s() -> float:
 
 
 class RssSampler:
-    """Samples the VmRSS of a process and its children every `interval_s` in a thread, until `stop()`;
-    `samples` holds (t, MB). Also keeps the highest sum of their PSS seen (`pss_peak_mb`): each page shared
-    between them (libraries, the interpreter) counted once, as the machine holds it."""
+    """Samples the VmRSS of a process and its children (or of several such trees: `RssSampler(pid1, pid2)`, the
+    instances of a cluster) every `interval_s` in a thread, until `stop()`; `samples` holds (t, MB), the sum of
+    every tree. Also keeps the highest sum of their PSS seen (`pss_peak_mb`): each page shared between them
+    (libraries, the interpreter) counted once, as the machine holds it."""
 
-    def __init__(self, pid: int, interval_s: float = 1.0) -> None:
-        self.pid = pid
+    def __init__(self, *pids: int, interval_s: float = 1.0) -> None:
+        self.pids = pids
+        self.pid = pids[0]
         self.interval_s = interval_s
         self.samples: list[tuple[float, float]] = []
         self.pss_peak_mb = 0.0
@@ -154,8 +186,9 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.samples.append((time.time(), tree_stats(self.pid).rss_mb))
-                self.pss_peak_mb = max(self.pss_peak_mb, sum(pss_mb(pid) for pid in (self.pid, *child_pids(self.pid))))
+                self.samples.append((time.time(), trees_stats(self.pids).rss_mb))
+                every = [pid for root in self.pids for pid in (root, *child_pids(root))]
+                self.pss_peak_mb = max(self.pss_peak_mb, sum(pss_mb(pid) for pid in every))
             except (FileNotFoundError, ProcessLookupError):
                 return
             self._stop.wait(self.interval_s)
@@ -318,7 +351,12 @@ def _yaml(value: Any) -> str:
 
 
 class Daemon:
-    """`dispatcher run -c FILE` as a child process, with a benchmark config and its own store in `workdir`."""
+    """`dispatcher run -c FILE` as a child process, with a benchmark config and its own store in `workdir` (an
+    SQLite file), or the PostgreSQL database `store_url`.
+
+    The instances of a cluster are Daemons with the same arguments but `name` (their config and log files), so
+    their configs differ only in `http.listen`: same store URL, same bus client id (`client_id`).
+    """
 
     def __init__(
         self,
@@ -330,8 +368,11 @@ class Daemon:
         extra: dict[str, Any] | None = None,
         name: str = "dispatcher",
         protocol: str | None = None,
+        store_url: str | None = None,
+        client_id: str | None = None,
     ) -> None:
         self.workdir = workdir
+        self.name = name
         self.http_port = free_port()
         self.config_path = workdir / f"{name}.yaml"
         self.log_path = workdir / f"{name}.log"
@@ -343,11 +384,11 @@ class Daemon:
             "bus": {
                 "url": broker.url,
                 "topic_prefix": "events",
-                "client_id": f"{name}-bench",
+                "client_id": client_id or f"{name}-bench",
                 **({"protocol": protocol} if protocol else {}),
             },
             "http": {"listen": f"127.0.0.1:{self.http_port}", "token_file": str(token_path)},
-            "store": {"path": str(self.db_path)},
+            "store": {"url": store_url} if store_url else {"path": str(self.db_path)},
             "channels": channels or {},
             "contacts": contacts or {},
             **(extra or {}),
@@ -365,11 +406,14 @@ class Daemon:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, timeout_s: float = 30.0) -> Daemon:
+    def start(self, timeout_s: float = 30.0, *, standby: bool = False) -> Daemon:
         """Start it and wait for /readyz (store open, bus subscribed) and for its sender processes.
 
         /readyz does not wait for the senders (SPEC: events are accepted before they can go out); a scenario
         measures a running daemon, so the second or so a sender takes to start is left out.
+
+        `standby`: a cluster's instance that does not hold the intake (another one does) has no bus connection,
+        so it is taken as started once /readyz answers with its store open, whatever its status.
         """
         with self.log_path.open("ab") as log_file:
             # Logs go to a file, as under systemd they go to the journal: the daemon pays for writing them,
@@ -383,15 +427,20 @@ class Daemon:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the daemon exited with {self.process.returncode}: see {self.log_path}")
+                last = self.log_lines_matching('"level": "error"', limit=1) or self.last_log_lines(1)
+                raise RuntimeError(
+                    f"the daemon {self.name} exited with {self.process.returncode}: see {self.log_path}"
+                    + (f": {last[0]}" if last else "")
+                )
             try:
-                status, _ = http_get(f"{self.url}/readyz", timeout_s=1)
-                if status == 200 and self.log_path.read_bytes().count(b'"sender_started"') >= self.senders:
+                status, body = http_get(f"{self.url}/readyz", timeout_s=1)
+                ready = status == 200 or (standby and _store_open(body))
+                if ready and self.log_path.read_bytes().count(b'"sender_started"') >= self.senders:
                     return self
             except OSError:
                 pass
             time.sleep(0.05)
-        raise TimeoutError(f"the daemon was not ready after {timeout_s}s: see {self.log_path}")
+        raise TimeoutError(f"the daemon {self.name} was not ready after {timeout_s}s: see {self.log_path}")
 
     def stats(self) -> ProcessStats:
         """The daemon with its sender processes (`delivery.workers`)."""
@@ -432,6 +481,10 @@ class Daemon:
                 process.wait()
         return process.returncode
 
+    def last_log_lines(self, count: int) -> list[str]:
+        lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path.exists() else []
+        return [line.strip()[:400] for line in lines[-count:]]
+
     def log_lines_matching(self, word: str, limit: int = 5) -> list[str]:
         """The first `limit` log lines containing `word` (errors to quote in a report)."""
         found = []
@@ -442,6 +495,109 @@ class Daemon:
                     if len(found) >= limit:
                         break
         return found
+
+
+def _store_open(readyz_body: bytes) -> bool:
+    """Whether a /readyz answer says the store is open (`{"checks": {"store": true, ...}}`)."""
+    try:
+        return bool(json.loads(readyz_body).get("checks", {}).get("store"))
+    except (ValueError, AttributeError):
+        return False
+
+
+# --------------------------------------------------------------------------------------------------- PostgreSQL
+
+
+class Postgres(PostgresServer):
+    """The tests' PostgreSQL server (`tests/postgres.py`: `initdb` into a temporary directory with Debian's server
+    binaries, a free loopback port, run as `postgres` when we are root), started as a production server runs:
+    the tests' server turns `fsync` and `full_page_writes` off, this one keeps PostgreSQL's defaults, so that its
+    commits reach the disk as the SQLite store's durable commits do (`synchronous=FULL`) and the two engines are
+    compared doing the same work. Everything else is PostgreSQL's default (`shared_buffers` 128 MB).
+
+    `Postgres.create()` finds the binaries, starts the server and makes a database for the daemon; `stop()` keeps
+    the server's log at `keep_log` (if given) before removing its directory.
+    """
+
+    SETTINGS = ("listen_addresses=127.0.0.1", "max_connections=100")
+
+    def __init__(self, bindir: Path, keep_log: Path | None = None) -> None:
+        super().__init__(bindir)
+        self.keep_log = keep_log
+        self.database_url = ""
+
+    @classmethod
+    def create(cls, keep_log: Path | None = None) -> Postgres:
+        bindir = find_bindir()
+        if bindir is None:
+            raise RuntimeError(
+                "PostgreSQL's server is not installed (initdb, postgres): apt-get install postgresql (scripts/setup"
+                " does)"
+            )
+        server = cls(bindir, keep_log)
+        server.start()
+        server.database_url = server.create_database()
+        return server
+
+    def start(self, timeout_s: float = 30) -> None:
+        """As `PostgresServer.start`, with `SETTINGS` instead of the tests' (which turn durability off)."""
+        if self.user is not None:
+            os.chown(self.base, self.user.pw_uid, self.user.pw_gid)
+        as_user: dict[str, Any] = dict(self._as_server_user())
+        initdb = [str(self.bindir / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8"]
+        subprocess.run(
+            [*initdb, "--locale=C", "--no-sync"],
+            check=True,
+            capture_output=True,
+            cwd=self.base,
+            **as_user,
+        )
+        self.port = free_port()
+        with (self.base / "server.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(self.bindir / "postgres"),
+                    *("-D", str(self.data), "-p", str(self.port), "-k", str(self.base)),
+                    *(arg for setting in self.SETTINGS for arg in ("-c", setting)),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.base,
+                **as_user,
+            )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.admin("SELECT 1")
+                return
+            except Exception:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"PostgreSQL did not start: {self.log_tail()}") from None
+                time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def version(self) -> str:
+        result = subprocess.run([str(self.bindir / "postgres"), "--version"], capture_output=True, text=True)
+        return result.stdout.strip()
+
+    def database_mb(self) -> float:
+        import psycopg
+
+        with psycopg.connect(self.database_url, autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        return round(int(row[0]) / 2**20, 1) if row else 0.0
+
+    def stop(self) -> None:
+        if self.keep_log is not None and (self.base / "server.log").exists():
+            with contextlib.suppress(OSError):
+                self.keep_log.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.base / "server.log", self.keep_log)
+        super().stop()
 
 
 # ----------------------------------------------------------------------------------------------------- helpers

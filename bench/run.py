@@ -59,6 +59,7 @@ from common import (
     REPO,
     RESULTS,
     Daemon,
+    Postgres,
     RssSampler,
     Sinks,
     Table,
@@ -70,7 +71,9 @@ from common import (
     need,
     process_stats,
     running,
+    server_cpu_s,
     summarize_latencies_ms,
+    trees_stats,
 )
 
 MEMORY_GOAL_MB = 150.0
@@ -92,6 +95,42 @@ class Sizes:
     d_seconds: float
     e: int
 
+
+@dataclass(frozen=True)
+class Setup:
+    """Where the daemon keeps its store, and how many instances share it (SPEC §8a's clusters)."""
+
+    store: str = "sqlite"  # sqlite | postgresql
+    instances: int = 1
+
+    @property
+    def label(self) -> str:
+        engine = "SQLite" if self.store == "sqlite" else "PostgreSQL"
+        return engine if self.instances == 1 else f"{engine}, {self.instances} instances"
+
+    @property
+    def slug(self) -> str:
+        return self.store if self.instances == 1 else f"{self.store}-{self.instances}"
+
+    @classmethod
+    def parse(cls, text: str) -> Setup:
+        """`sqlite`, `postgresql` (or `pg`), with `:N` for N instances: `postgresql:2`."""
+        name, _, count = text.strip().partition(":")
+        store = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql", "pg": "postgresql"}.get(
+            name.strip().lower()
+        )
+        if store is None:
+            raise ValueError(f"unknown store {name!r}: sqlite or postgresql")
+        instances = int(count) if count.strip() else 1
+        if instances < 1:
+            raise ValueError(f"instances must be at least 1 (got {instances})")
+        if store == "sqlite" and instances > 1:
+            raise ValueError("one SQLite store serves one instance (SPEC §8a): more instances need postgresql")
+        return cls(store, instances)
+
+
+# --cluster without a list: scenario a three ways, in this order.
+CLUSTER_SETUPS = "sqlite,postgresql,postgresql:2"
 
 FULL = Sizes(a=50_000, b=10_000, c_events=500, c_fanout=200, d_rate=1000, d_seconds=60, e=1_000_000)
 QUICK = Sizes(a=5_000, b=2_000, c_events=50, c_fanout=200, d_rate=1000, d_seconds=10, e=50_000)
@@ -124,6 +163,15 @@ class Context:
     workers: int | None = None
     # Alerts a request for each Alertmanager run, in order; the first is the peer of the ratios and goals.
     peer_batches: tuple[int, ...] = (256,)
+    # The daemon's store and instances, one dispatcher row each, in this order (`--store`, `--instances`,
+    # `--cluster`); the default, one instance on SQLite, is the only one scenario e knows.
+    setups: tuple[Setup, ...] = (Setup(),)
+    keep: bool = False
+
+    @property
+    def label_setups(self) -> bool:
+        """Whether the dispatcher rows name their setup (anything but the default single SQLite one)."""
+        return self.setups != (Setup(),)
 
     def daemon_extra(self) -> dict[str, Any]:
         """Config beyond contacts and channels: `delivery.workers` when the command line set it."""
@@ -293,52 +341,186 @@ def run_dispatcher(
     rate: float,
     expected: int,
     timeout_s: float,
+) -> list[Measurement]:
+    """The scenario once per setup (`ctx.setups`): a row each. A setup that breaks is a row with its error, and
+    the next one still runs."""
+    rows = []
+    for setup in ctx.setups:
+        try:
+            rows.append(
+                run_setup(
+                    ctx,
+                    scenario,
+                    setup,
+                    contacts=contacts,
+                    channels=channels,
+                    count=count,
+                    rate=rate,
+                    expected=expected,
+                    timeout_s=timeout_s,
+                )
+            )
+        except Exception as err:
+            traceback.print_exc()
+            reap_children()
+            row = failed(scenario, err)
+            row.extra["setup"] = asdict(setup) | {"label": setup.label}
+            row.extra["label_setup"] = ctx.label_setups
+            rows.append(row)
+    return rows
+
+
+def stop_quietly(thing: Any) -> None:
+    try:
+        thing.stop()
+    except Exception as err:
+        print(f"warning: stopping {type(thing).__name__}: {err}", file=sys.stderr)
+
+
+def run_setup(
+    ctx: Context,
+    scenario: str,
+    setup: Setup,
+    *,
+    contacts: dict[str, Any],
+    channels: dict[str, Any],
+    count: int,
+    rate: float,
+    expected: int,
+    timeout_s: float,
 ) -> Measurement:
-    """Publish `count` events (at `rate`, 0 = burst) and wait for `expected` messages at the sinks."""
-    workdir = ctx.workdir / f"{scenario}-dispatcher"
-    broker = mosquitto_in(workdir)
-    daemon = Daemon(
-        workdir, broker=broker, contacts=contacts, channels=channels, protocol=ctx.protocol, extra=ctx.daemon_extra()
-    )
+    """Publish `count` events (at `rate`, 0 = burst) and wait for `expected` messages at the sinks.
+
+    On PostgreSQL, a server of the run's own (`common.Postgres`), fresh for each row as the SQLite file is. With
+    several instances, each is `dispatcher run -c FILE` with the same config but `http.listen`: the same store
+    URL and the same bus client id; the first is started and ready (bus subscribed: it holds the intake) before
+    the others, which start as standbys (no bus connection of their own) and share planning and delivery.
+    """
+    workdir = ctx.workdir / (f"{scenario}-dispatcher" if setup == Setup() else f"{scenario}-dispatcher-{setup.slug}")
     times_path = workdir / "times.json"
     notes: list[str] = []
-    with running(broker, daemon):
-        daemon.start()
+    with contextlib.ExitStack() as stack:
+        broker = mosquitto_in(workdir)
+        stack.callback(stop_quietly, broker)
+        server = None
+        if setup.store == "postgresql":
+            server = Postgres.create(keep_log=workdir / "postgresql.log" if ctx.keep else None)
+            stack.callback(stop_quietly, server)
+        daemons = [
+            Daemon(
+                workdir,
+                broker=broker,
+                contacts=contacts,
+                channels=channels,
+                protocol=ctx.protocol,
+                extra=ctx.daemon_extra(),
+                name="dispatcher" if n == 0 else f"dispatcher-{n + 1}",
+                store_url=server.database_url if server else None,
+                client_id="dispatcher-bench",
+            )
+            for n in range(setup.instances)
+        ]
+        for daemon in daemons:
+            stack.callback(stop_quietly, daemon)
+        daemons[0].start()
+        for daemon in daemons[1:]:
+            daemon.start(standby=True)
+        pids = [daemon.pid for daemon in daemons]
         ctx.sinks.reset()
-        sampler = RssSampler(daemon.pid).start()
-        before = daemon.stats()
-        main_before = process_stats(daemon.pid).cpu_s
+        sampler = RssSampler(*pids).start()
+        server_sampler = RssSampler(server.pid).start() if server else None
+        before = trees_stats(pids)
+        each_before = [process_stats(pid).cpu_s for pid in pids]
+        trees_before = [trees_stats([pid]).cpu_s for pid in pids]
+        server_before = server_cpu_s(server.pid) if server else 0.0
         sinks_before = process_stats(ctx.sinks.pid).cpu_s
         assert broker.process is not None
         broker_before = process_stats(broker.process.pid).cpu_s
         machine_before, wall_before = machine_busy_s(), time.time()
-        profilers = start_profiler(daemon.pid, scenario) if scenario in ctx.profile else []
+        profilers = start_profiler(pids[0], scenario) if scenario in ctx.profile else []
         process = publisher(broker.port, count, rate, scenario, times_path)
         arrived = ctx.sinks.wait_for(expected, timeout_s=timeout_s, stall_s=30)
         published = finish(process)
         stop_profiler(profilers)
-        after = daemon.stats()
-        main_cpu_s = process_stats(daemon.pid).cpu_s - main_before
-        peaks_mb = [round(process_stats(pid).hwm_mb, 1) for pid in (daemon.pid, *child_pids(daemon.pid))]
+        after = trees_stats(pids)
+        each_cpu_s = [process_stats(pid).cpu_s - b for pid, b in zip(pids, each_before, strict=True)]
+        trees_cpu_s = [trees_stats([pid]).cpu_s - b for pid, b in zip(pids, trees_before, strict=True)]
+        server_cpu = server_cpu_s(server.pid) - server_before if server else None
+        peaks_mb = [[round(process_stats(p).hwm_mb, 1) for p in (pid, *child_pids(pid))] for pid in pids]
         sinks_cpu_s = process_stats(ctx.sinks.pid).cpu_s - sinks_before
         broker_cpu_s = process_stats(broker.process.pid).cpu_s - broker_before
         machine_s, wall_s = machine_busy_s() - machine_before, time.time() - wall_before
         sampler.stop()
-        try:
-            metrics = daemon.metrics(timeout_s=30)
-        except OSError as err:
-            metrics = {}
-            notes.append(f"/metrics did not answer: {err}")
-        status = daemon.stop()
+        if server_sampler is not None:
+            server_sampler.stop()
+        each_metrics: list[dict[str, float]] = []
+        for daemon in daemons:
+            try:
+                each_metrics.append(daemon.metrics(timeout_s=30))
+            except OSError as err:
+                each_metrics.append({})
+                notes.append(f"/metrics of {daemon.name} did not answer: {err}")
+        database_mb = None
+        if server is not None:
+            try:
+                database_mb = server.database_mb()
+            except Exception as err:
+                notes.append(f"the database's size could not be read: {err}")
+        statuses = [daemon.stop() for daemon in reversed(daemons)][::-1]
         if arrived < expected:
             notes.append(f"only {arrived} of {expected} messages arrived")
-        errors = daemon.log_lines_matching('"level": "error"', limit=3)
-        if errors:
-            notes.append("daemon errors: " + " | ".join(errors))
-        if status not in (0, None):
-            notes.append(f"daemon exited with {status} on SIGTERM")
+        for daemon, status in zip(daemons, statuses, strict=True):
+            errors = daemon.log_lines_matching('"level": "error"', limit=3)
+            who = "daemon" if len(daemons) == 1 else daemon.name
+            if errors:
+                notes.append(f"{who} errors: " + " | ".join(errors))
+            if status not in (0, None):
+                notes.append(f"{who} exited with {status} on SIGTERM")
     times = json.loads(times_path.read_text())
     messages, seconds, per_s, latency = arrival_figures(ctx.sinks.arrivals(), times, scenario)
+    deliveries: dict[str, float] = {}
+    for sample in each_metrics:
+        for key, value in sample.items():
+            if key.startswith("dispatcher_deliveries_total") and value:
+                deliveries[key] = deliveries.get(key, 0.0) + value
+    instances = [
+        {
+            "name": daemon.name,
+            "received": metric_sum(sample, "dispatcher_events_received_total"),
+            "sent": metric_sum(sample, "dispatcher_deliveries_total", outcome="sent"),
+            "cpu_s": round(tree_cpu, 2),
+            "daemon_process_cpu_s": round(own_cpu, 2),
+            "peak_mb": round(sum(peaks), 1),
+        }
+        for daemon, sample, tree_cpu, own_cpu, peaks in zip(
+            daemons, each_metrics, trees_cpu_s, each_cpu_s, peaks_mb, strict=True
+        )
+    ]
+    ours_s = after.cpu_s - before.cpu_s + sinks_cpu_s + broker_cpu_s + float(published.get("cpu_s") or 0)
+    extra: dict[str, Any] = {
+        "setup": asdict(setup) | {"label": setup.label},
+        "label_setup": ctx.label_setups,
+        "published": published.get("acked"),
+        "daemon_process_cpu_s": round(sum(each_cpu_s), 2),
+        "peak_mb_by_process": peaks_mb[0] if len(peaks_mb) == 1 else peaks_mb,
+        "sinks_cpu_s": round(sinks_cpu_s, 2),
+        "broker_cpu_s": round(broker_cpu_s, 2),
+        "publisher_cpu_s": published.get("cpu_s"),
+        "machine": machine_load(machine_s, wall_s, ours_s + (server_cpu or 0.0)),
+        "deliveries": dict(deliveries),
+        "rss": sampler.summary(),
+        "pss_peak_mb": round(sampler.pss_peak_mb, 1),
+    }
+    if len(daemons) > 1:
+        extra["instances"] = instances
+        extra["peak_mb_by_instance"] = [i["peak_mb"] for i in instances]
+    if server is not None and server_sampler is not None:
+        extra["postgresql"] = {
+            "cpu_s": round(server_cpu or 0.0, 2),
+            "pss_peak_mb": round(server_sampler.pss_peak_mb, 1),
+            "database_mb": database_mb,
+            "version": server.version(),
+        }
     return Measurement(
         scenario=scenario,
         system="dispatcher",
@@ -349,22 +531,7 @@ def run_dispatcher(
         latency=latency,
         cpu_s=round(after.cpu_s - before.cpu_s, 2),
         peak_mb=round(after.hwm_mb, 1),
-        extra={
-            "published": published.get("acked"),
-            "daemon_process_cpu_s": round(main_cpu_s, 2),
-            "peak_mb_by_process": peaks_mb,
-            "sinks_cpu_s": round(sinks_cpu_s, 2),
-            "broker_cpu_s": round(broker_cpu_s, 2),
-            "publisher_cpu_s": published.get("cpu_s"),
-            "machine": machine_load(
-                machine_s,
-                wall_s,
-                after.cpu_s - before.cpu_s + sinks_cpu_s + broker_cpu_s + float(published.get("cpu_s") or 0),
-            ),
-            "deliveries": {k: v for k, v in metrics.items() if k.startswith("dispatcher_deliveries_total") and v},
-            "rss": sampler.summary(),
-            "pss_peak_mb": round(sampler.pss_peak_mb, 1),
-        },
+        extra=extra,
         notes=notes,
     )
 
@@ -701,7 +868,7 @@ def run_alertmanager(ctx: Context, scenario: str, count: int, rate: float, binar
 def scenario_a(ctx: Context, peer: str | None) -> list[Measurement]:
     count = ctx.sizes.a
     results = [
-        run_dispatcher(
+        *run_dispatcher(
             ctx,
             "a",
             contacts={"hook": {"posturl": [f"{ctx.sinks.http_url}/hook"]}},
@@ -726,7 +893,7 @@ def email_channel(ctx: Context) -> dict[str, Any]:
 def scenario_b(ctx: Context, peer: str | None) -> list[Measurement]:
     count = ctx.sizes.b
     return [
-        run_dispatcher(
+        *run_dispatcher(
             ctx,
             "b",
             contacts={"ops": {"email": ["ops@example.com"]}},
@@ -744,7 +911,7 @@ def scenario_c(ctx: Context, peer: str | None) -> list[Measurement]:
     events, fanout = ctx.sizes.c_events, ctx.sizes.c_fanout
     addresses = [f"user{n:03d}@example.com" for n in range(fanout)]
     return [
-        run_dispatcher(
+        *run_dispatcher(
             ctx,
             "c",
             contacts={"list": {"email": addresses}},
@@ -762,7 +929,7 @@ def scenario_d(ctx: Context, peer: str | None) -> list[Measurement]:
     rate, seconds = ctx.sizes.d_rate, ctx.sizes.d_seconds
     count = int(rate * seconds)
     results = [
-        run_dispatcher(
+        *run_dispatcher(
             ctx,
             "d",
             contacts={"hook": {"posturl": [f"{ctx.sinks.http_url}/hook"]}},
@@ -829,7 +996,10 @@ def goals(measurement: Measurement, peer: Measurement | None) -> list[str]:
     def check(ok: bool, text: str) -> None:
         marks.append(f"{'✔' if ok else '✘'} {text}")
 
-    if measurement.peak_mb is not None:
+    by_instance = measurement.extra.get("peak_mb_by_instance")
+    if by_instance:  # the goal is each daemon's: the peak of the largest instance
+        check(max(by_instance) < MEMORY_GOAL_MB, f"peak < {MEMORY_GOAL_MB:.0f} MB each")
+    elif measurement.peak_mb is not None:
         check(measurement.peak_mb < MEMORY_GOAL_MB, f"peak < {MEMORY_GOAL_MB:.0f} MB")
     if measurement.scenario == "a":
         check(measurement.per_s >= 3000, "≥ 3,000/s")
@@ -853,11 +1023,100 @@ def ratio(value: float, base: float | None) -> str:
 
 
 def system_label(m: Measurement) -> str:
-    """The system column: Alertmanager's row says how it was fed."""
+    """The system column: Alertmanager's row says how it was fed, the daemon's its store and instances when the
+    run had any but the default (one instance on SQLite)."""
+    setup = m.extra.get("setup")
+    if m.system == "dispatcher" and setup and m.extra.get("label_setup"):
+        return f"dispatcher ({setup['label']})"
     batch = m.extra.get("batch")
     if m.system != "alertmanager" or batch is None:
         return m.system
     return f"alertmanager ({batch} alert{'s' if batch != 1 else ''} a POST)"
+
+
+def per_delivery_ms(cpu_s: float | None, messages: int) -> str | None:
+    """CPU milliseconds a delivery, to two places (the figure that compares best across runs)."""
+    return f"{1000 * cpu_s / messages:.2f}" if cpu_s is not None and messages else None
+
+
+def setups_table(results: list[Measurement]) -> str:
+    """The dispatcher's rows of each scenario side by side, one per setup (store and instances), with what the
+    main table leaves out: CPU a delivery with and without PostgreSQL's own, and each instance's share."""
+    table = Table(
+        [
+            "scenario",
+            "setup",
+            "messages",
+            "s",
+            "msg/s",
+            "÷ SQLite",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "daemons' CPU s",
+            "ms a delivery",
+            "PostgreSQL CPU s",
+            "ms a delivery with PostgreSQL",
+            "peak MB",
+            "PSS MB",
+            "others' CPU s",
+            "events taken in / sent, by instance",
+        ]
+    )
+    rows = [m for m in results if m.system == "dispatcher" and "setup" in m.extra]
+    sqlite = {m.scenario: m for m in rows if m.extra["setup"]["store"] == "sqlite" and m.per_s}
+    for m in rows:
+        setup = m.extra["setup"]
+        server = m.extra.get("postgresql", {})
+        server_cpu = server.get("cpu_s")
+        with_server = None if m.cpu_s is None else m.cpu_s + (server_cpu or 0.0)
+        base = sqlite.get(m.scenario)
+        instances = m.extra.get("instances")
+        if instances:
+            split = (
+                " / ".join(f"{i['received']:,.0f}" for i in instances)
+                + "; "
+                + " / ".join(f"{i['sent']:,.0f}" for i in instances)
+            )
+        else:
+            split = "–"
+        arrived = f"{m.arrived:,}" if m.arrived == m.expected else f"{m.arrived:,} of {m.expected:,}"
+        table.add(
+            m.scenario,
+            setup["label"],
+            arrived,
+            m.seconds,
+            m.per_s,
+            ratio(m.per_s, base.per_s) if base and m.arrived else "–",
+            m.latency["p50_ms"],
+            m.latency["p99_ms"],
+            m.latency["max_ms"],
+            m.cpu_s,
+            per_delivery_ms(m.cpu_s, m.arrived),
+            server_cpu,
+            per_delivery_ms(with_server, m.arrived) if server_cpu is not None else None,
+            m.peak_mb,
+            m.extra.get("pss_peak_mb"),
+            m.extra.get("machine", {}).get("others_cpu_s"),
+            split,
+        )
+    lines = [table.markdown()]
+    for m in rows:
+        for n, instance in enumerate(m.extra.get("instances") or [], start=1):
+            senders = instance["cpu_s"] - instance["daemon_process_cpu_s"]
+            lines.append(
+                f"- {m.scenario}/{m.extra['setup']['label']}: instance {n} ({instance['name']}): CPU"
+                f" {instance['cpu_s']:.1f} s (daemon process {instance['daemon_process_cpu_s']:.1f} s, senders"
+                f" {senders:.1f} s), {instance['received']:,.0f} events taken in, {instance['sent']:,.0f} sent,"
+                f" peak {instance['peak_mb']:.1f} MB"
+            )
+        server = m.extra.get("postgresql")
+        if server:
+            lines.append(
+                f"- {m.scenario}/{m.extra['setup']['label']}: PostgreSQL PSS peak {server['pss_peak_mb']} MB,"
+                f" database {server['database_mb']} MB after the run"
+            )
+    return "\n".join(lines)
 
 
 def report(results: list[Measurement]) -> tuple[str, dict[str, Any]]:
@@ -930,11 +1189,11 @@ def report(results: list[Measurement]) -> tuple[str, dict[str, Any]]:
         others = peers[m.scenario][1:]
         if m.system == "dispatcher" and others:
             lines.append(
-                f"- {m.scenario}: dispatcher ÷ each Alertmanager run: "
+                f"- {m.scenario}: {system_label(m)} ÷ each Alertmanager run: "
                 + ", ".join(f"{ratio(m.per_s, p.per_s)} (fed {p.extra.get('batch')} a POST)" for p in peers[m.scenario])
             )
         for note in m.notes:
-            lines.append(f"- {m.scenario}/{m.system}: {note}")
+            lines.append(f"- {m.scenario}/{system_label(m)}: {note}")
         if m.scenario == "e" and "rss" in m.extra:
             rss = m.extra["rss"]
             lines.append(
@@ -943,6 +1202,9 @@ def report(results: list[Measurement]) -> tuple[str, dict[str, Any]]:
                 f" {rss.get('growth_after_warmup_mb')} MB. Store: {m.extra['store_mb_running']} MB while running"
                 f" (with WAL), {m.extra['store_mb_after_stop']} MB after stop."
             )
+    labelled = [m for m in results if m.system == "dispatcher" and m.extra.get("label_setup")]
+    if labelled:
+        lines += ["", "By setup (store, instances):", "", setups_table(labelled)]
     return "\n".join(lines), {"results": rows}
 
 
@@ -963,7 +1225,9 @@ def git_commit() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="about a tenth of the full sizes (a few minutes)")
-    parser.add_argument("--scenario", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
+    parser.add_argument(
+        "--scenario", default=None, help="comma-separated subset of a,b,c,d,e (default: all; a with --cluster)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument(
         "--profile", nargs="?", const="a", default="", help="py-spy the daemon during these scenarios (default: a)"
@@ -980,11 +1244,48 @@ def main() -> None:
     parser.add_argument(
         "--keep", type=Path, default=None, help="run in this directory and keep it (stores, logs, send times)"
     )
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the daemon's store: an SQLite file (default) or a PostgreSQL server the run starts (initdb in a temp"
+        " dir, Debian's server binaries)",
+    )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="daemon instances sharing the store (PostgreSQL only): same config but http.listen, the first holds"
+        " the intake",
+    )
+    parser.add_argument(
+        "--cluster",
+        nargs="?",
+        const=CLUSTER_SETUPS,
+        default=None,
+        help=f"one dispatcher row per setup, in this order (default {CLUSTER_SETUPS}: SQLite, PostgreSQL with one"
+        " instance, with two), side by side in a table of their own; scenario a unless --scenario, no peer",
+    )
     args = parser.parse_args()
+    if args.scenario is None:
+        args.scenario = "a" if args.cluster else "a,b,c,d,e"
     chosen = [name.strip() for name in args.scenario.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}: choose from {', '.join(SCENARIOS)}")
+    try:
+        if args.cluster:
+            if args.store != "sqlite" or args.instances != 1:
+                parser.error("--cluster names its setups itself: leave out --store and --instances")
+            setups = tuple(Setup.parse(text) for text in args.cluster.split(",") if text.strip())
+        else:
+            setups = (Setup.parse(f"{args.store}:{args.instances}"),)
+    except ValueError as err:
+        parser.error(str(err))
+    if not setups:
+        parser.error("--cluster wants setups, e.g. sqlite,postgresql,postgresql:2")
+    if "e" in chosen and setups != (Setup(),):
+        parser.error("scenario e measures one instance's SQLite file: leave out --store, --instances and --cluster")
     try:
         peer_batches = tuple(int(size) for size in args.peer_batch.split(",") if size.strip())
     except ValueError:
@@ -992,7 +1293,7 @@ def main() -> None:
     if not peer_batches or min(peer_batches) < 1:
         parser.error(f"--peer-batch wants positive whole numbers, e.g. 256 or 256,1 (got {args.peer_batch!r})")
     sizes = QUICK if args.quick else FULL
-    peer = None if args.no_peer or not ({"a", "d"} & set(chosen)) else alertmanager_binary()
+    peer = None if args.no_peer or args.cluster or not ({"a", "d"} & set(chosen)) else alertmanager_binary()
     results: list[Measurement] = []
     place = contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory(prefix="bench-run-")
     with place as tmp:
@@ -1008,6 +1309,8 @@ def main() -> None:
             protocol=args.protocol,
             workers=args.workers,
             peer_batches=peer_batches,
+            setups=setups,
+            keep=args.keep is not None,
         )
         with running(sinks):
             for name in chosen:
@@ -1037,6 +1340,7 @@ def main() -> None:
         protocol=args.protocol or "the config's default",
         workers=args.workers if args.workers is not None else "the config's default",
         peer_batches=list(peer_batches) if peer else None,
+        setups=[setup.label for setup in setups],
     )
     for name in sorted(profiled & set(chosen)):
         if not (RESULTS / f"profile-{name}.txt").exists():

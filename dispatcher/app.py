@@ -1,5 +1,9 @@
 """The daemon as an object: wires intake, store, pipeline and HTTP together.
 
+On a PostgreSQL store the daemon is one instance of a cluster (`cluster/`): it joins the store's instances, runs
+the intake only while elected, wakes the others when it records events, and gives its claims back at a clean stop.
+On SQLite the same code runs alone: the intake always runs, no election, no notifications.
+
 `Dispatcher` never touches signals, so tests can embed it; the CLI installs the handlers and calls
 `stop()` and `reload()`.
 """
@@ -7,14 +11,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
 
 from . import contacts, outbox
 from .catalog import Catalog, load_catalog
+from .cluster.membership import Membership
 from .config import Config, load_config
 from .delivery.pipeline import Pipeline
 from .errors import ConfigError, DispatcherError
@@ -31,6 +38,10 @@ from .retention import Retention
 from .routing.recipients import Recipient, RecipientSource, SystemContacts
 from .store import Store
 
+if TYPE_CHECKING:
+    from .cluster.election import IntakeElection
+    from .cluster.signals import Listener
+
 log = structlog.get_logger(__name__)
 
 
@@ -45,6 +56,7 @@ class Dispatcher:
             config.store.where,
             schemas=[outbox.SCHEMA, contacts.SCHEMA, dead_letters.SCHEMA, silences.SCHEMA, repeats.SCHEMA],
         )
+        self.membership = Membership(self.store, config, clock=time.time)
         self.retention = Retention(self.store, config.store.retention_days)
         self.silence_watch = SilenceWatch(self.store, self.metrics.silences_active, config.store.retention_days)
         self.intake = MqttIntake(
@@ -60,7 +72,21 @@ class Dispatcher:
             metrics=self.metrics,
             config=config,
             sources=self.recipient_sources(),
+            claimant=self.membership.claimant,
         )
+        # A cluster (a PostgreSQL store): the intake runs while this instance is elected; the others are told of new
+        # work. Imported here: psycopg is needed only for PostgreSQL.
+        self.election: IntakeElection | None = None
+        self.listener: Listener | None = None
+        if self.store.engine.name == "postgresql":
+            from .cluster.election import IntakeElection
+            from .cluster.signals import Listener
+
+            self.election = IntakeElection(str(config.store.where))
+            self.listener = Listener(str(config.store.where), self._woken)
+        self.elected = self.election is None
+        self._notifying = False
+        self._background: set[asyncio.Task[None]] = set()
         self._stop_requested = asyncio.Event()
         # Held for a whole reload, so that reloads never overlap and apply in the order they were asked for.
         self._reload_lock = asyncio.Lock()
@@ -112,8 +138,41 @@ class Dispatcher:
             self.metrics.events_received.labels(source).inc(len(new_events))
             for callback in self._on_recorded:
                 callback(new_events)
+            self.tell_cluster()
         if len(new_events) < len(events):
             self.metrics.events_duplicate.labels(source).inc(len(events) - len(new_events))
+
+    def deliveries_put_back(self) -> None:
+        """Deliveries were put back to pending in the store (`POST /api/v1/deliveries/retry`): take them up now, here
+        and on the other instances."""
+        self.pipeline.look_for_pending_now()
+        self.tell_cluster()
+
+    def tell_cluster(self) -> None:
+        """Wake the other instances of a cluster (new events, deliveries put back); one notification at a time:
+        those asked for meanwhile are covered by it, since each instance reads the store when woken."""
+        if self.listener is None or self._notifying or not self.store.is_open:
+            return
+        from .cluster.signals import notify
+
+        self._notifying = True
+
+        async def send() -> None:
+            try:
+                await self.store.run(notify, durable=False)
+            except Exception:  # the others' sweeps find the work within seconds anyway
+                log.exception("cluster_notify_failed")
+            finally:
+                self._notifying = False
+
+        task = asyncio.create_task(send(), name="cluster-notify")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _woken(self) -> None:
+        """Another instance (or this one) recorded events or put deliveries back."""
+        self.pipeline.events_recorded(())
+        self.pipeline.look_for_pending_now()
 
     def _reject_from_bus(self, rejection: Rejection) -> None:
         self.record_rejection("mqtt", rejection.reason, rejection.message, topic=rejection.topic)
@@ -130,13 +189,24 @@ class Dispatcher:
         return self.intake.connected.is_set()
 
     @property
+    def standby(self) -> bool:
+        """In a cluster, another instance runs the intake: this one plans, delivers and answers the API."""
+        return not self.elected
+
+    @property
+    def intake_ready(self) -> bool:
+        """The bus subscription is in place, or this instance is a standby (its cluster's intake is elsewhere)."""
+        return self.bus_connected or self.standby
+
+    @property
     def ready(self) -> bool:
-        """Store open and bus subscription in place (`/readyz`, systemd READY=1)."""
-        return self.store.is_open and self.bus_connected
+        """Store open and bus subscription in place, or standing by (`/readyz`, systemd READY=1)."""
+        return self.store.is_open and self.intake_ready
 
     async def refresh_gauges(self) -> None:
         """Bring gauges read on scrape up to date."""
         self.metrics.bus_connected.set(1 if self.bus_connected else 0)
+        self.metrics.intake_elected.set(1 if self.elected else 0)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -147,6 +217,11 @@ class Dispatcher:
         `StoreInUse`, before it listens, resumes any delivery or joins the bus.
         """
         await self.store.open(exclusive=True)
+        try:
+            await self.membership.join()
+        except BaseException:
+            await self.store.close()
+            raise
         self._http_runner = web.AppRunner(self._build_http_app(), access_log=None, handler_cancellation=True)
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, self.config.http.listen_host, self.config.http.listen_port)
@@ -174,10 +249,12 @@ class Dispatcher:
             await self.start()
         try:
             async with asyncio.TaskGroup() as tasks:
-                intake = tasks.create_task(self.intake.run(), name="mqtt-intake")
+                intake = tasks.create_task(self._run_intake(), name="mqtt-intake")
                 tasks.create_task(self.pipeline.run(), name="pipeline")
                 tasks.create_task(self.retention.run(), name="retention")
                 tasks.create_task(self.silence_watch.run(), name="silence-watch")
+                tasks.create_task(self.membership.run(), name="membership")
+                listener = tasks.create_task(self.listener.run(), name="cluster-listen") if self.listener else None
                 await self._stop_requested.wait()
                 self.retention.stop()
                 self.silence_watch.stop()
@@ -186,8 +263,46 @@ class Dispatcher:
                 await intake
                 log.info("stopping", step="pipeline")
                 self.pipeline.stop()
+                self.membership.stop()  # its last heartbeat holds the claims until the drain is over (< LEASE_S)
+                if listener is not None:
+                    listener.cancel()
+            # Drained: what is left pending is given back, for the other instances or the next start.
+            await self.membership.leave()
         finally:
             await self._shutdown()
+
+    async def _run_intake(self) -> None:
+        """The intake: always on SQLite; in a cluster, while this instance holds the intake lock (`election`). A
+        term ends when the lock may be lost (the intake stops at once: another instance may be elected) or at
+        `stop()`."""
+        if self.election is None:
+            await self.intake.run()
+            return
+        stop = asyncio.ensure_future(self._stop_requested.wait())
+        try:
+            while not stop.done():
+                elected = asyncio.ensure_future(self.election.elected())
+                await asyncio.wait({elected, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not elected.done():
+                    elected.cancel()
+                    await asyncio.gather(elected, return_exceptions=True)
+                    return
+                self.elected = True
+                log.info("intake_elected", store=self.election.shown)
+                self.intake.rearm()
+                consuming = asyncio.ensure_future(self.intake.run())
+                lost = asyncio.ensure_future(self.election.lost())
+                await asyncio.wait({consuming, lost, stop}, return_when=asyncio.FIRST_COMPLETED)
+                self.intake.stop()
+                await consuming  # the batch in hand is committed and acknowledged
+                lost.cancel()
+                self.elected = False
+                await self.election.resign()
+                if not stop.done():
+                    log.warning("intake_standby", reason="the intake lock may be lost; trying to take it again")
+        finally:
+            stop.cancel()
+            await self.election.resign()
 
     def stop(self) -> None:
         """Ask the daemon to stop (SIGTERM): intake first, then in-flight work is finished or kept."""

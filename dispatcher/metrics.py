@@ -60,6 +60,16 @@ class Metrics:
             "dispatcher_deliveries_pending", "Deliveries waiting to be sent (outbox depth).", registry=r
         )
         self.bus_connected = Gauge("dispatcher_bus_connected", "1 while subscribed on the MQTT bus.", registry=r)
+        self.intake_elected = Gauge(
+            "dispatcher_intake_elected",
+            "1 while this instance runs its cluster's intake (always 1 on SQLite, where it is alone).",
+            registry=r,
+        )
+        self.taken_over = Counter(
+            "dispatcher_deliveries_taken_over_total",
+            "Pending deliveries taken over from an instance that is gone: each may have been sent twice.",
+            registry=r,
+        )
         self.reload_success = Gauge(
             "dispatcher_config_last_reload_successful", "1 if the last configuration reload succeeded.", registry=r
         )

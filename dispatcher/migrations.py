@@ -22,6 +22,7 @@ tables): `events`, `deliveries` and the contact tables. It knew SQLite only: a P
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,28 @@ def _to_v4(conn: Connection) -> None:
     one would deliver what a stored silence stops."""
 
 
+def _to_v5(conn: Connection) -> None:
+    """Claims, for instances sharing a store (`cluster/`): `claimed_by` on events, deliveries and digests (a table
+    that does not exist yet, the digests' before version 3, gets it from its schema). The table `instances` comes
+    from its schema."""
+    kind = "INTEGER" if isinstance(conn, sqlite3.Connection) else "BIGINT"  # as the schemas' INTEGER on each
+    for table in ("events", "deliveries", "digests"):
+        columns = _columns(conn, table)
+        if columns and "claimed_by" not in columns:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN claimed_by {kind}")
+
+
+def _columns(conn: Connection, table: str) -> set[str]:
+    """The columns of `table`; none if it does not exist."""
+    if isinstance(conn, sqlite3.Connection):
+        return {row[1] for row in conn.execute(f"PRAGMA table_info({table})").fetchall()}
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ?",
+        (table,),
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
 # In order, one per version after 1. A new step goes at the end, with the next version number.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -69,6 +92,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(3, "digests: deliveries held for one message per group and address", _to_v3),
     Migration(4, "silences kept in the store, and the marks of deliveries that repeat rules look back at", _to_v4),
+    Migration(5, "claims: instances sharing one store take work from it, each what it claimed", _to_v5),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

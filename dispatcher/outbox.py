@@ -16,13 +16,15 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .cluster.claims import ANYONE, Claimant
 from .digests.records import retry_digests
 from .digests.schema import SCHEMA as DIGESTS_SCHEMA
-from .engines import Connection
+from .engines import Connection, skip_locked
 from .events import Event
 from .store import insert_events
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS deliveries (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id        TEXT NOT NULL,
@@ -39,7 +41,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     created_at      REAL NOT NULL,
     updated_at      REAL NOT NULL,
     next_attempt_at REAL,                   -- pending: when the next attempt is due
-    sent_at         REAL
+    sent_at         REAL,
+    claimed_by      INTEGER                 -- pending: the instance that attempts it (cluster/claims.py)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS deliveries_once ON deliveries(event_id, channel, target) WHERE status != 'suppressed';
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(next_attempt_at) WHERE status = 'pending';
@@ -50,7 +53,9 @@ CREATE TABLE IF NOT EXISTS delivery_retries (
     retried_at      REAL NOT NULL,          -- the last time: its retry budget counts from here
     attempts_before INTEGER NOT NULL        -- its attempts by then
 );
-""" + DIGESTS_SCHEMA  # a delivery waiting in a digest (`digests/`) is one of these rows: the two go together
+"""
+    + DIGESTS_SCHEMA
+)  # a delivery waiting in a digest (`digests/`) is one of these rows: the two go together
 
 STATUSES = ("pending", "sent", "failed", "suppressed")
 
@@ -98,27 +103,38 @@ class PendingDelivery:
         return self.created_at if self.retried_at is None else self.retried_at
 
 
-# Rows per INSERT of `record_plans`: 13 parameters each, far below both engines' limits on a statement's parameters.
+# Rows per INSERT of `record_plans`: 14 parameters each, far below both engines' limits on a statement's parameters.
 PLAN_ROWS_PER_INSERT = 500
 _DELIVERY_COLUMNS = (
     "event_id, event_type, importance, recipient, recipient_kind, channel, target, target_label, status, reason,"
-    " created_at, updated_at, next_attempt_at"
+    " created_at, updated_at, next_attempt_at, claimed_by"
 )
 
 
 def record_plans(
-    conn: Connection, event_ids: Sequence[str], rows: Iterable[NewDelivery], now: float
+    conn: Connection, event_ids: Sequence[str], rows: Iterable[NewDelivery], now: float, claimed_by: int | None = None
 ) -> list[PendingDelivery]:
-    """Insert the planned rows and mark the events planned, in one transaction; return the new pending rows.
+    """Mark the events planned and insert their planned rows, in one transaction; return the new pending rows,
+    claimed by `claimed_by` (the instance that attempts them).
 
-    Many rows to a statement (on PostgreSQL each statement is a round trip to the server, and planning holds the
-    store's thread meanwhile). A row already there (an event planned twice) inserts nothing and returns no id; the
-    ids of the new pending rows come back by their (event, channel, target), which is unique among them."""
-    rows = list(rows)
+    An event already planned (by another instance that took it over meanwhile) is left as it is, its rows not
+    inserted: an event is planned once. Many rows to a statement (on PostgreSQL each statement is a round trip to
+    the server, and planning holds the store's thread meanwhile). A row already there inserts nothing and returns
+    no id; the ids of the new pending rows come back by their (event, channel, target), unique among them."""
+    newly_planned: set[str] = set()
+    for start in range(0, len(event_ids), PLAN_ROWS_PER_INSERT):
+        planned = event_ids[start : start + PLAN_ROWS_PER_INSERT]
+        cursor = conn.execute(
+            f"UPDATE events SET planned = 1, claimed_by = NULL WHERE id IN ({', '.join('?' * len(planned))})"
+            " AND planned = 0 RETURNING id",
+            planned,
+        )
+        newly_planned.update(event_id for (event_id,) in cursor.fetchall())
+    rows = [row for row in rows if row.event.id in newly_planned]
     ids: dict[tuple[str, str | None, str | None], int] = {}
     for start in range(0, len(rows), PLAN_ROWS_PER_INSERT):
         chunk = rows[start : start + PLAN_ROWS_PER_INSERT]
-        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
         parameters = [
             value
             for row in chunk
@@ -136,6 +152,7 @@ def record_plans(
                 now,
                 now,
                 now if row.status == "pending" else None,
+                claimed_by if row.status == "pending" else None,
             )
         ]
         cursor = conn.execute(
@@ -166,9 +183,6 @@ def record_plans(
                     next_attempt_at=now,
                 )
             )
-    for start in range(0, len(event_ids), PLAN_ROWS_PER_INSERT):
-        planned = event_ids[start : start + PLAN_ROWS_PER_INSERT]
-        conn.execute(f"UPDATE events SET planned = 1 WHERE id IN ({', '.join('?' * len(planned))})", planned)
     return pending
 
 
@@ -226,43 +240,71 @@ def _with_events(rows: Iterable[tuple[Any, ...]]) -> list[tuple[PendingDelivery,
     return [(PendingDelivery(*row[:-1]), Event.from_json(row[-1])) for row in rows]
 
 
-def load_unplanned(conn: Connection, after_seq: int, limit: int) -> list[tuple[int, Event]]:
-    """Recorded events not yet planned, after `after_seq`, oldest first, as (seq, event)."""
+def claim_unplanned(
+    conn: Connection, limit: int, claimant: Claimant = ANYONE, passed_over: Collection[int] = ()
+) -> list[tuple[int, Event]]:
+    """Up to `limit` recorded events not yet planned and free for `claimant` (`cluster/claims.py`), oldest first,
+    as (seq, event), claimed for it until they are planned. `passed_over`: seqs left out (events whose planning
+    failed, planned again at the next start)."""
+    free, params = claimant.free("claimed_by")
+    skipped = f" AND seq NOT IN ({', '.join('?' * len(passed_over))})" if passed_over else ""
     rows = conn.execute(
-        "SELECT seq, body FROM events WHERE planned = 0 AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        f"SELECT seq, body FROM events WHERE planned = 0 AND {free}{skipped} ORDER BY seq LIMIT ?{skip_locked(conn)}",
+        (*params, *passed_over, limit),
     ).fetchall()
+    if rows and claimant.me:
+        conn.execute(
+            f"UPDATE events SET claimed_by = ? WHERE seq IN ({', '.join('?' * len(rows))})",
+            (claimant.me, *(seq for seq, _ in rows)),
+        )
     return [(seq, Event.from_json(body)) for seq, body in rows]
 
 
-def load_pending_page(conn: Connection, after_id: int, limit: int) -> list[tuple[PendingDelivery, Event]]:
-    """Pending deliveries with their events, by id after `after_id` (resuming what a previous run left); not those
-    waiting in a digest (no `next_attempt_at`), which go with it."""
-    rows = conn.execute(
-        f"SELECT {_PENDING_COLUMNS} FROM {_PENDING_FROM} WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL"
-        " AND d.id > ? ORDER BY d.id LIMIT ?",
-        (after_id, limit),
-    ).fetchall()
-    return _with_events(rows)
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What `claim_due` took: the deliveries with their events, and those among them that another instance had
+    claimed and is gone (their id, and that instance's): its attempt may have been under way."""
+
+    deliveries: list[tuple[PendingDelivery, Event]]
+    taken_over: list[tuple[int, int]]
 
 
-def load_due(conn: Connection, now: float, skip: Collection[int], limit: int) -> list[tuple[PendingDelivery, Event]]:
-    """Up to `limit` pending deliveries whose next attempt is due by `now`, soonest first, leaving out the ids in
-    `skip` (those the caller holds already): retries that fell due, and any row left pending with no attempt
-    under way (an outcome whose record failed, a row put back by `retry_failed`)."""
+def claim_due(conn: Connection, now: float, skip: Collection[int], limit: int, claimant: Claimant = ANYONE) -> Claimed:
+    """Up to `limit` pending deliveries whose next attempt is due by `now` and that are free for `claimant`
+    (`cluster/claims.py`), soonest first, claimed for it; leaving out the ids in `skip` (those it holds already).
+    Retries that fell due, rows left by an instance that is gone (or by a killed daemon, at its next start), and any
+    row left pending with no attempt under way (an outcome whose record failed, a row put back by `retry_failed`)."""
+    free, params = claimant.free("claimed_by")
     cursor = conn.execute(
-        "SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at", (now,)
+        f"SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? AND {free}"
+        " ORDER BY next_attempt_at",
+        (now, *params),
     )
     # Ids only, until `limit` are not skipped: the rows held are most of the due ones in a burst.
     ids = list(itertools.islice((delivery_id for (delivery_id,) in cursor if delivery_id not in skip), limit))
     cursor.close()
     if not ids:
-        return []
+        return Claimed([], [])
+    # Read again under lock (PostgreSQL): a row another instance claimed since is passed over.
+    claims = conn.execute(
+        f"SELECT id, claimed_by FROM deliveries WHERE id IN ({', '.join('?' * len(ids))}) AND status = 'pending'"
+        f" AND {free}{skip_locked(conn)}",
+        (*ids, *params),
+    ).fetchall()
+    if not claims:
+        return Claimed([], [])
+    ids = [delivery_id for delivery_id, _ in claims]
+    if claimant.me:
+        conn.execute(
+            f"UPDATE deliveries SET claimed_by = ? WHERE id IN ({', '.join('?' * len(ids))})", (claimant.me, *ids)
+        )
+    taken_over = [(int(delivery_id), int(by)) for delivery_id, by in claims if by is not None and by != claimant.me]
     rows = conn.execute(
         f"SELECT {_PENDING_COLUMNS} FROM {_PENDING_FROM} WHERE d.id IN ({', '.join('?' * len(ids))})"
         " ORDER BY d.next_attempt_at",
         ids,
     ).fetchall()
-    return _with_events(rows)
+    return Claimed(_with_events(rows), taken_over)
 
 
 def next_due(conn: Connection, after: float) -> float | None:

@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from .cluster.membership import SCHEMA as INSTANCES_SCHEMA
 from .engines import Connection, Engine, database_errors, engine_for, is_url
 from .engines.base import StoreInUse
 from .errors import StoreError
@@ -79,7 +80,8 @@ CREATE TABLE IF NOT EXISTS events (
     body        TEXT NOT NULL,          -- Event.to_json()
     source      TEXT NOT NULL,          -- mqtt | http | internal
     received_at TEXT NOT NULL,          -- UTC, ISO 8601 (sorts as it reads)
-    planned     INTEGER NOT NULL DEFAULT 0  -- 1 once its deliveries are in the outbox
+    planned     INTEGER NOT NULL DEFAULT 0, -- 1 once its deliveries are in the outbox
+    claimed_by  INTEGER                 -- the instance planning it (cluster/claims.py)
 );
 CREATE INDEX IF NOT EXISTS events_unplanned ON events(seq) WHERE planned = 0;
 CREATE INDEX IF NOT EXISTS events_received ON events(received_at);  -- retention's walk, oldest first
@@ -121,7 +123,7 @@ class Store:
         # The SQLite file (None on PostgreSQL), and where the store is as logs and messages show it.
         self.path: Path | None = self.engine.path
         self.shown = self.engine.shown
-        self._schemas = [EVENTS_SCHEMA, *schemas]
+        self._schemas = [EVENTS_SCHEMA, INSTANCES_SCHEMA, *schemas]
         # Read-only: for commands that look at a running daemon's store (`routes`, `test`) and must not write to it.
         self.readonly = readonly
         # The thread takes lists of jobs: `run` collects the jobs of one event-loop iteration and hands them
@@ -131,6 +133,8 @@ class Store:
         self._thread: threading.Thread | None = None
         self._conn: Any = None
         self._exclusive = False
+        # The instance whose presence the store's connection shows (`hold_presence`), taken again on a new one.
+        self._presence: int | None = None
         self.is_open = False
         # Once open: the store's schema version, and the one it had before this open migrated it (None: new store).
         self.schema_version: int | None = None
@@ -213,6 +217,17 @@ class Store:
             jobs, self._collected = self._collected, []
             self._jobs.put(jobs)
 
+    async def hold_presence(self, instance: int) -> None:
+        """Show, for as long as the store's connection lives, that `instance` is alive (`engine.hold_presence`: a
+        PostgreSQL session advisory lock; nothing on SQLite). A connection opened again takes it again."""
+        engine = self.engine
+
+        def hold(conn: Any) -> None:
+            self._presence = instance
+            engine.hold_presence(conn, instance)
+
+        await self.run(hold, durable=False)
+
     # -- events -------------------------------------------------------------------------------------------------
 
     async def add_events(self, events: Sequence[Event], source: str) -> list[bool]:
@@ -285,6 +300,8 @@ class Store:
             raise
         except Exception as err:
             raise StoreError(f"cannot reach the store at {self.shown}: {err}") from err
+        if self._presence is not None:
+            self.engine.hold_presence(self._conn, self._presence)
         log.warning("store_reconnected", path=self.shown)
         return self._conn
 

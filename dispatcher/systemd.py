@@ -35,15 +35,20 @@ STOPPING_STATUS = "stopping: intake closed, finishing deliveries in flight"
 
 
 class Supervised(Protocol):
-    """What `supervise` reads from the daemon (`dispatcher.app.Dispatcher` provides all three)."""
+    """What `supervise` reads from the daemon (`dispatcher.app.Dispatcher` provides all four)."""
 
     @property
     def ready(self) -> bool:
-        """Store open and bus subscription in place."""
+        """Store open and bus subscription in place (or a cluster's standby)."""
         ...
 
     @property
     def bus_connected(self) -> bool: ...
+
+    @property
+    def standby(self) -> bool:
+        """In a cluster, another instance runs the intake."""
+        ...
 
     def delivery_counts(self) -> Awaitable[Mapping[str, int]]:
         """`{"pending": n, "sent": n, "failed": n, "suppressed": n}` from the store."""
@@ -184,7 +189,13 @@ async def status_line(dispatcher: Supervised, *, timeout_s: float = STATUS_PERIO
     if stopping:
         bus = STOPPING_STATUS
     else:
-        bus = "bus connected" if dispatcher.bus_connected else "bus disconnected, reconnecting"
+        bus = (
+            "standby (another instance runs the intake)"
+            if dispatcher.standby
+            else "bus connected"
+            if dispatcher.bus_connected
+            else "bus disconnected, reconnecting"
+        )
     try:
         async with asyncio.timeout(timeout_s):
             counts = await dispatcher.delivery_counts()

@@ -232,8 +232,7 @@ def test_a_group_collects_until_due_then_waits_an_interval_then_starts_over(conn
     assert [(digest_id, due) for _, digest_id, due in held] == [(1, 1006.0), (1, 1006.0)]
     row = conn.execute("SELECT next_attempt_at, reason FROM deliveries WHERE id = ?", (second.id,)).fetchone()
     assert row == (None, f"in digest 1, due {due_text(1006.0)}")
-    assert outbox.load_pending_page(conn, 0, 10) == []  # members are not resumed on their own
-    assert outbox.load_due(conn, 2000.0, (), 10) == []
+    assert outbox.claim_due(conn, 2000.0, (), 10).deliveries == []  # members are not taken up on their own
     other = planned(conn, "e3", 1002.0, target="ops@example.com")
     assert hold(conn, [joining(other)], 1002.0)[0][1:] == (2, 1007.0)
     assert next_due(conn) == 1006.0
@@ -721,7 +720,7 @@ async def test_a_version_2_store_gains_the_digest_tables_and_keeps_its_pending_d
     await store.open(exclusive=True)
     assert (store.found_version, store.schema_version) == (2, SCHEMA_VERSION)
     assert await store.run(lambda conn: conn.execute("SELECT count(*) FROM digests").fetchone()[0]) == 0
-    page = await store.run(lambda conn: outbox.load_pending_page(conn, 0, 10))
+    page = await store.run(lambda conn: outbox.claim_due(conn, 10.0, (), 10).deliveries)
     assert [(delivery.event_id, delivery.next_attempt_at) for delivery, _ in page] == [("e-1", 1.0)]
     await store.close()
     assert SCHEMA_VERSION >= 3

@@ -19,6 +19,7 @@ import yaml
 from structlog.testing import capture_logs
 
 from dispatcher import contacts, outbox
+from dispatcher.cluster.membership import SCHEMA as INSTANCES_SCHEMA
 from dispatcher.errors import StoreError
 from dispatcher.intake import dead_letters
 from dispatcher.migrations import SCHEMA_VERSION, Migration, StoreTooNew, split_statements, upgrade
@@ -43,11 +44,15 @@ def build_v1_store(db: Path) -> None:
 
 
 def schema_of(db: Path) -> set[tuple[str, str, str]]:
-    """Every table and index of a store as (type, name, CREATE statement without its comments and spacing)."""
+    """Every table and index of a store as (type, name, CREATE statement without its comments and spacing; a column
+    added by `ALTER TABLE` reads `x REAL , y` where a new table's says `x REAL, y`)."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         rows = conn.execute("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall()
     conn.close()
-    return {(kind, name, " ".join(re.sub(r"--[^\n]*", "", sql).split())) for kind, name, sql in rows}
+    return {
+        (kind, name, re.sub(r"\s*([,()])\s*", r"\1", " ".join(re.sub(r"--[^\n]*", "", sql).split())))
+        for kind, name, sql in rows
+    }
 
 
 def user_version(db: Path) -> int:
@@ -135,7 +140,7 @@ async def test_a_new_store_has_the_current_version_and_its_modules_tables(tmp_pa
 
     scripted = tmp_path / "scripted.db"
     with sqlite3.connect(scripted) as conn:
-        for schema in (EVENTS_SCHEMA, *DAEMON_SCHEMAS):
+        for schema in (EVENTS_SCHEMA, INSTANCES_SCHEMA, *DAEMON_SCHEMAS):
             conn.executescript(schema)
     conn.close()
     assert schema_of(db) == schema_of(scripted)

@@ -65,6 +65,13 @@ def record(
     return plan(conn, new, statuses, received_at.timestamp())
 
 
+def orphan(conn: sqlite3.Connection, new: Event, statuses: Iterable[str]) -> None:
+    """Deliveries of `new` whose event is then removed from the store (by hand, say)."""
+    insert_events(conn, [new], "mqtt")
+    plan(conn, new, statuses, new.received_at.timestamp())
+    conn.execute("DELETE FROM events WHERE id = ?", (new.id,))
+
+
 def plan(conn: sqlite3.Connection, new: Event, statuses: Iterable[str], at_s: float) -> list[int]:
     """Deliveries of `new` created at `at_s` and taken to `statuses` (see `record`); marks the event planned."""
     statuses = list(statuses)
@@ -113,11 +120,11 @@ async def test_old_finished_events_and_their_records_go_and_the_rest_stays(store
         record(conn, "old-pending", old, ["sent", "pending"])
         record(conn, "old-unplanned", old, [], planned=False)
         # Records whose event is not in the store (removed by hand, say).
-        plan(conn, event("orphan-old", old), ["sent"], old.timestamp())
-        plan(conn, event("orphan-old-pending", old), ["pending"], old.timestamp())
+        orphan(conn, event("orphan-old", old), ["sent"])
+        orphan(conn, event("orphan-old-pending", old), ["pending"])
         record(conn, "young-sent", young, ["sent"])
         record(conn, "young-pending", young, ["pending"])
-        plan(conn, event("orphan-young", young), ["sent"], young.timestamp())
+        orphan(conn, event("orphan-young", young), ["sent"])
         conn.execute(
             "INSERT INTO dead_letters (topic, reason, message, payload, received_at) VALUES (?, ?, ?, ?, ?)",
             ("events/X/Y", "invalid_json", "bad", b"{", utc_text(NOW - 90 * DAY)),

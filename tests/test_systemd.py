@@ -120,11 +120,12 @@ def make_notifier() -> Iterator[Callable[..., Notifier]]:
 
 
 class StandIn:
-    """What `supervise` reads from a Dispatcher: `ready`, `bus_connected` and `delivery_counts()`."""
+    """What `supervise` reads from a Dispatcher: `ready`, `bus_connected`, `standby` and `delivery_counts()`."""
 
     def __init__(self) -> None:
         self.ready = False
         self.bus_connected = False
+        self.standby = False
         self.counts = {"pending": 0, "sent": 0, "failed": 0, "suppressed": 0}
         self.counts_delay_s = 0.0
 

@@ -9,7 +9,6 @@ in flight and leaves the rest pending in the store for the next start.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,10 +17,11 @@ import structlog
 
 from ..catalog import Catalog
 from ..channels import Channel
+from ..cluster.claims import ANYONE, Claimant
 from ..digests.runner import Digests
 from ..errors import StoreError
 from ..events import Event
-from ..outbox import count_pending, load_pending_page, suppress_removed_targets
+from ..outbox import count_pending, suppress_removed_targets
 from ..render import Renderer
 from ..routing.recipients import RecipientSource
 from ..senders.channel_set import build_channels, close_channels
@@ -30,7 +30,7 @@ from ..senders.pool import SenderPool
 from .attempts import TARGET_REMOVED, Attempts, system_targets
 from .outcomes import Outcomes
 from .planning import Planner
-from .scheduling import RETRY_BATCH, Scheduler
+from .scheduling import Scheduler
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -51,6 +51,7 @@ class Pipeline:
         metrics: Metrics,
         config: Config,
         sources: Sequence[RecipientSource],
+        claimant: Callable[[], Claimant] = lambda: ANYONE,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -74,6 +75,7 @@ class Pipeline:
             clock=clock,
             attempt=lambda delivery, event, free_slot: self.attempts.attempt(delivery, event, free_slot),
             lookahead=self.sender.lookahead,
+            claimant=claimant,
         )
         # Deliveries a digest rule holds back: taken from planning, attempted when their digest is due.
         self.digests = Digests(
@@ -85,6 +87,7 @@ class Pipeline:
             channels=self.channels,
             system_targets=system_targets(config),
             events_recorded=lambda events: self.planner.events_recorded(events),
+            claimant=claimant,
         )
         self.planner = Planner(
             store_run=self._store_run,
@@ -96,6 +99,7 @@ class Pipeline:
             sources=sources,
             channels=self.channels,
             digests=self.digests,
+            claimant=claimant,
         )
         self.outcomes = Outcomes(
             store_run=self._store_run,
@@ -162,7 +166,7 @@ class Pipeline:
             self._tasks = tasks
             self.scheduler.start(tasks, self.channels)
             await self._suppress_removed_targets()  # the config may have changed while the daemon was stopped
-            await self._resume()
+            # What a previous run left pending is claimed and taken up by the scheduler's first pass.
             loops = [
                 tasks.create_task(self.planner.run(), name="planner"),
                 tasks.create_task(self.scheduler.run_retries(), name="retry-scheduler"),
@@ -177,25 +181,6 @@ class Pipeline:
 
     def stop(self) -> None:
         self._stopping.set()
-
-    async def _resume(self) -> None:
-        """Queue the deliveries a previous run left pending (due ones now; the others when due)."""
-        after_id, resumed = 0, 0
-        now = self.clock()
-        while page := await self._store_run(functools.partial(load_pending_page, after_id=after_id, limit=RETRY_BATCH)):
-            after_id = page[-1][0].id
-            for delivery, event in page:
-                if delivery.channel not in self.channels:  # its plugin was uninstalled, or the config dropped it
-                    await self.outcomes.failed(
-                        delivery, event, delivery.attempts, f"channel {delivery.channel} is not available"
-                    )
-                elif delivery.next_attempt_at <= now:
-                    await self.scheduler.wait_for_room()
-                    self.scheduler.enqueue(delivery, event)
-                    resumed += 1
-            self.scheduler.wake()  # the scheduler finds the ones not yet due
-        if resumed:
-            log.info("pipeline_resumed", pending_deliveries=resumed)
 
     async def _suppress_removed_targets(self) -> None:
         """Record as suppressed each pending delivery not in hand whose system contact or address the config no

@@ -2,7 +2,11 @@
 
     recorded event ──plan──► deliveries rows (pending | suppressed), event marked planned   one transaction
 
-Events wait in the store until the planner reads them. A round takes events until it has about `PLAN_ROWS`
+Events wait in the store until a planner claims them (`outbox.claim_unplanned`): instances sharing a store each
+plan what they claimed, and the events an instance that is gone had claimed are anyone's. A planner looks when told
+(its instance recorded events, or another one did: `cluster/signals.py`) and every `SWEEP_INTERVAL_S` besides.
+
+A round takes events until it has about `PLAN_ROWS`
 deliveries (an event's plan is never split), and planning waits while the scheduler holds `BACKLOG_HIGH`
 deliveries: the rest waits in the store, so a burst or a fan-out costs no more memory than that.
 """
@@ -10,19 +14,21 @@ deliveries: the rest waits in the store, so a burst or a fan-out costs no more m
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from ..catalog import Catalog
+from ..cluster.claims import Claimant
 from ..errors import StoreError
 from ..events import Event
 from ..noise.gate import NoiseGate, Recorded
-from ..outbox import NewDelivery, load_unplanned, recipient_kind
+from ..outbox import NewDelivery, claim_unplanned, recipient_kind
 from ..routing.planner import Plan, plan_event
 from ..routing.recipients import RecipientSource
-from .scheduling import STORE_RETRY_S, Scheduler, StoreRun
+from .scheduling import STORE_RETRY_S, SWEEP_INTERVAL_S, Scheduler, StoreRun
 
 if TYPE_CHECKING:
     from ..channels import Channel
@@ -55,9 +61,11 @@ class Planner:
         config: Config,
         sources: Sequence[RecipientSource],
         channels: Mapping[str, Channel],
+        claimant: Callable[[], Claimant],
         digests: Digests | None = None,
     ) -> None:
         self._store_run = store_run
+        self._claimant = claimant
         self.catalog = catalog
         self.metrics = metrics
         self.clock = clock
@@ -65,7 +73,8 @@ class Planner:
         self.digests = digests
         self.apply_config(config, sources, channels)
         self._wakeup = asyncio.Event()  # set after new events are committed
-        self._cursor = 0  # the last event seq the planner has read
+        # Seqs of events whose planning raised: passed over, planned again at the next start.
+        self._unplannable: set[int] = set()
 
     def apply_config(self, config: Config, sources: Sequence[RecipientSource], channels: Mapping[str, Channel]) -> None:
         """Plan with these from now on (a reload)."""
@@ -84,20 +93,24 @@ class Planner:
             await self.scheduler.wait_for_room()
             # Cleared before reading: an event committed after this read sets it again.
             self._wakeup.clear()
+            claim = functools.partial(
+                claim_unplanned, limit=PLAN_BATCH, claimant=self._claimant(), passed_over=frozenset(self._unplannable)
+            )
             try:
-                batch = await self._store_run(lambda conn: load_unplanned(conn, self._cursor, PLAN_BATCH))
+                batch = await self._store_run(claim)
             except StoreError:
                 log.exception("planner_store_failed", retry_in_s=STORE_RETRY_S)
                 await asyncio.sleep(STORE_RETRY_S)
                 continue
             if not batch:
-                await self._wakeup.wait()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), SWEEP_INTERVAL_S)
+                except TimeoutError:
+                    pass
                 continue
-            taken = await self._plan_batch([event for _, event in batch])
-            if taken is None:  # not recorded: the same events are read again
+            # What is not recorded (the store failed) or not taken (the round was full) stays claimed, read again.
+            if await self._plan_batch(batch) is None:
                 await asyncio.sleep(STORE_RETRY_S)
-            else:
-                self._cursor = batch[taken - 1][0]
 
     async def plan(self, event: Event) -> Plan:
         """The plan for one event under the current config (also what `dispatcher routes` shows)."""
@@ -105,13 +118,14 @@ class Planner:
             event, config=self.config, catalog=self.catalog, sources=self.sources, channels=self.channels.keys()
         )
 
-    async def _plan_batch(self, events: list[Event]) -> int | None:
-        """Plan the first of `events`, up to about PLAN_ROWS deliveries, and record the plans; how many events
-        were taken (planned, or skipped after a planning error), or None if the store could not record them."""
+    async def _plan_batch(self, events: list[tuple[int, Event]]) -> int | None:
+        """Plan the first of `events` (seq, event), up to about PLAN_ROWS deliveries, and record the plans; how many
+        events were taken (planned, or passed over after a planning error), or None if the store could not record
+        them."""
         rows: list[NewDelivery] = []
         planned: list[Event] = []
         taken = 0
-        for event in events:
+        for seq, event in events:
             if len(rows) >= PLAN_ROWS:
                 break
             taken += 1
@@ -120,6 +134,7 @@ class Planner:
             except Exception:
                 # It stays unplanned in the store and is planned again at the next start.
                 log.exception("event_planning_failed", event_id=event.id, event_type=event.type)
+                self._unplannable.add(seq)
                 continue
             planned.append(event)
             importance = plan.importance.label
@@ -166,10 +181,10 @@ class Planner:
         now = self.clock()
         ids = [event.id for event in planned]
         by_id = {event.id: event for event in planned}
-        digests, noise = self.digests, self.noise
+        digests, noise, me = self.digests, self.noise, self._claimant().me
 
         def record(conn: Any) -> tuple[Recorded, list[tuple[int, int, float]]]:
-            recorded = noise.record(conn, ids, rows, now)
+            recorded = noise.record(conn, ids, rows, now, claimed_by=me or None)
             # A delivery quiet hours hold back waits for their end on its own: its digest could go sooner.
             due = [delivery for delivery in recorded.pending if delivery.next_attempt_at <= now]
             return recorded, digests.hold(conn, due, by_id, now) if digests is not None else []

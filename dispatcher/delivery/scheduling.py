@@ -4,7 +4,9 @@ A due delivery goes to its channel's ready queue; the channel's loop starts its 
 one of the channel's slots is free. The deliveries queued or in flight count against the backlog, which holds
 planning back. A delivery waiting for a retry waits in the store, and is taken back when due. A sweep every
 `SWEEP_INTERVAL_S` takes up any pending row whose attempt is due and that nothing holds (put back by
-`dispatcher retry`, or left by a bug), without waiting for a restart.
+`dispatcher retry`, left by a bug, or claimed by an instance that is gone), without waiting for a restart. Every
+delivery taken from the store is claimed for this instance first (`outbox.claim_due`): the first pass, at start,
+is the resumption of what a previous run left.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from ..cluster.claims import Claimant
 from ..errors import StoreError
 from ..events import Event
-from ..outbox import PendingDelivery, count_pending, load_due, next_due
+from ..outbox import Claimed, PendingDelivery, claim_due, count_pending, next_due
 from ..senders.channel_set import channel_concurrency
 
 if TYPE_CHECKING:
@@ -58,8 +61,10 @@ class Scheduler:
         clock: Callable[[], float],
         attempt: Attempt,
         lookahead: int,
+        claimant: Callable[[], Claimant],
     ) -> None:
         self._store_run = store_run
+        self._claimant = claimant
         self.metrics = metrics
         self.clock = clock
         self._attempt_once = attempt
@@ -77,6 +82,7 @@ class Scheduler:
         self._next_retry_at: float | None = 0.0  # "due now": the first pass asks the store
         self._next_sweep_at = 0.0  # loop time of the scheduler's next sweep; 0: at its first pass
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._resumed = False  # the first pass (what a previous run left) is logged
 
     # -- the deliveries in hand --------------------------------------------------------------------------------
 
@@ -204,6 +210,25 @@ class Scheduler:
         self._next_sweep_at = 0.0
         self._retry_wakeup.set()
 
+    def _took(self, claimed: Claimed) -> None:
+        """Log what a pass took over from instances that are gone (each may be sent twice: its attempt may have been
+        under way), and the resumption at start."""
+        events = {delivery.id: event for delivery, event in claimed.deliveries}
+        for delivery_id, instance in claimed.taken_over:
+            self.metrics.taken_over.inc()
+            event = events.get(delivery_id)
+            log.warning(
+                "delivery_taken_over",
+                delivery_id=delivery_id,
+                from_instance=instance,
+                event_id=event.id if event else None,
+                note="its instance is gone; a send it had under way may arrive twice",
+            )
+        if not self._resumed:
+            self._resumed = True
+            if claimed.deliveries:
+                log.info("pipeline_resumed", pending_deliveries=len(claimed.deliveries))
+
     async def run_retries(self) -> None:
         """Move pending deliveries that are due and not in hand from the store to the ready queues, then sleep
         until the next one falls due or the next sweep. A sweep, every SWEEP_INTERVAL_S, looks even when nothing
@@ -220,14 +245,20 @@ class Scheduler:
                 # The ids in hand now; one taken in hand while the store reads is skipped by `enqueue`. The store
                 # answers in the order it ran the jobs, so a row read as pending here was not yet recorded by its
                 # attempt, which is therefore still in hand when this answer arrives.
-                skip = frozenset(self._claimed)
+                skip, claimant = frozenset(self._claimed), self._claimant()
 
-                def look(conn: Any, now: float = now, skip: frozenset[int] = skip, sweep: bool = sweep) -> Any:
+                def look(
+                    conn: Any,
+                    now: float = now,
+                    skip: frozenset[int] = skip,
+                    sweep: bool = sweep,
+                    claimant: Claimant = claimant,
+                ) -> Any:
                     pending = count_pending(conn) if sweep else 0
-                    return load_due(conn, now, skip, RETRY_BATCH), next_due(conn, now), pending
+                    return claim_due(conn, now, skip, RETRY_BATCH, claimant), next_due(conn, now), pending
 
                 try:
-                    due, next_at, pending = await self._store_run(look)
+                    claimed, next_at, pending = await self._store_run(look)
                 except StoreError:
                     log.exception("retry_scheduler_store_failed", retry_in_s=STORE_RETRY_S)
                     self._next_retry_at = now + STORE_RETRY_S
@@ -235,6 +266,8 @@ class Scheduler:
                     if sweep:
                         self._next_sweep_at = loop.time() + SWEEP_INTERVAL_S
                         self.metrics.pending.set(pending)
+                    self._took(claimed)
+                    due = claimed.deliveries
                     for delivery, event in due:
                         self.enqueue(delivery, event)
                     self._next_retry_at = now if len(due) >= RETRY_BATCH else next_at  # a full batch: more are due

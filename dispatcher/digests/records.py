@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ..cluster.claims import ANYONE, Claimant
 from ..events import Event
 from ..levels import Importance
 from ..store import insert_events
@@ -198,16 +199,20 @@ def next_due(conn: Connection) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
-def recover(conn: Connection, now: float) -> int:
-    """At start: digests a previous run left `sending` (killed during an attempt) wait for a retry, due now; how
-    many. Their message may have gone out already: as for any delivery, a crash can repeat a send, never lose it."""
+def recover(conn: Connection, now: float, claimant: Claimant = ANYONE) -> int:
+    """Digests left `sending` by an instance that is gone (a previous run killed during an attempt, or another
+    instance of a cluster) wait for a retry, due now; how many. Their message may have gone out already: as for any
+    delivery, a crash can repeat a send, never lose it. The claimant's own are left alone."""
+    free, params = claimant.free("claimed_by", own=False)
     cursor = conn.execute(
-        "UPDATE digests SET state = 'retry', due_at = ?, updated_at = ? WHERE state = 'sending'", (now, now)
+        f"UPDATE digests SET state = 'retry', due_at = ?, updated_at = ?, claimed_by = NULL"
+        f" WHERE state = 'sending' AND {free}",
+        (now, now, *params),
     )
     return int(cursor.rowcount)
 
 
-def take_due(conn: Connection, now: float, limit: int) -> list[DueDigest]:
+def take_due(conn: Connection, now: float, limit: int, claimant: Claimant = ANYONE) -> list[DueDigest]:
     """Up to `limit` waiting digests due by `now`, soonest first, marked `sending` (the group's next events start a
     new digest from here), each with its members still pending."""
     rows = conn.execute(
@@ -223,8 +228,9 @@ def take_due(conn: Connection, now: float, limit: int) -> list[DueDigest]:
         # first made this change nothing, and this one leaves it to that one.
         cursor = conn.execute(
             "UPDATE digests SET state = 'sending', flushed_at = coalesce(flushed_at, ?),"
-            " budget_from = coalesce(budget_from, ?), updated_at = ? WHERE id = ? AND state IN ('collecting', 'retry')",
-            (now, now, now, digest_id),
+            " budget_from = coalesce(budget_from, ?), updated_at = ?, claimed_by = ?"
+            " WHERE id = ? AND state IN ('collecting', 'retry')",
+            (now, now, now, claimant.me or None, digest_id),
         )
         if cursor.rowcount != 1:
             continue

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ..channels import DeliveryError
+from ..cluster.claims import Claimant
 from ..delivery.attempts import TARGET_REMOVED
 from ..delivery.outcomes import SEND_IM_FAILED, backoff_delay_s
 from ..delivery.scheduling import DRAIN_GRACE_S, STORE_RETRY_S, StoreRun
@@ -86,8 +87,10 @@ class Digests:
         channels: Mapping[str, Channel],
         system_targets: frozenset[tuple[str, str, str]],
         events_recorded: Callable[[Sequence[Event]], None],
+        claimant: Callable[[], Claimant],
     ) -> None:
         self._store_run = store_run
+        self._claimant = claimant
         self.metrics = metrics
         self.clock = clock
         self.sender = sender
@@ -176,8 +179,10 @@ class Digests:
         while True:
             now = self.clock()
 
-            def resume(conn: Connection, now: float = now) -> int:
-                return recover(conn, now)
+            claimant = self._claimant()
+
+            def resume(conn: Connection, now: float = now, claimant: Claimant = claimant) -> int:
+                return recover(conn, now, claimant)
 
             try:
                 recovered = await self._store_run(resume)
@@ -212,10 +217,12 @@ class Digests:
         while free < MAX_IN_FLIGHT and not self._slots.locked():
             await self._slots.acquire()
             free += 1
-        now = self.clock()
+        now, claimant = self.clock(), self._claimant()
 
         def look(conn: Connection) -> tuple[list[DueDigest], float | None]:
-            return take_due(conn, now, free), next_due(conn)
+            if sweep:  # what an instance that is gone was sending: attempted again
+                recover(conn, now, claimant)
+            return take_due(conn, now, free, claimant), next_due(conn)
 
         try:
             taken, next_at = await self._store_run(look)

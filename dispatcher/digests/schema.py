@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS digests (
     flushed_at      REAL,                   -- when first taken for sending: the group's interval counts from here
     budget_from     REAL,                   -- where `give_up_after_s` counts from (first taken, or put back by hand)
     sent_at         REAL,
-    updated_at      REAL NOT NULL
+    updated_at      REAL NOT NULL,
+    claimed_by      INTEGER                 -- sending: the instance attempting it (cluster/claims.py)
 );
 CREATE INDEX IF NOT EXISTS digests_by_group ON digests(group_key, recipient, channel, target, id);
 CREATE INDEX IF NOT EXISTS digests_waiting ON digests(due_at) WHERE state IN ('collecting', 'retry');

@@ -15,9 +15,9 @@ numeric on PostgreSQL). What must differ is in this package and nowhere else:
 - transactions and durability: `BEGIN IMMEDIATE` and `PRAGMA synchronous` on SQLite, `BEGIN` and
   `synchronous_commit` on PostgreSQL;
 - the schema version: `PRAGMA user_version` in the SQLite file, a one-row table `dispatcher_schema` on PostgreSQL;
-- one instance per store: an `flock` on `<db>.lock` beside the SQLite file; on PostgreSQL a session advisory lock
-  held by the store's connection (until deliveries are claimed with leases, two daemons on one database would
-  each resume the same pending deliveries).
+- instances: one per SQLite file (an `flock` on `<db>.lock` beside it); any number on PostgreSQL, each showing it is
+  alive with a session advisory lock held by its store's connection (`hold_presence`, `present_instances`), and
+  taking work with `FOR UPDATE SKIP LOCKED` (`skip_locked`; nothing on SQLite).
 
 psycopg is an optional dependency (`pip install dispatcher[postgresql]`): it is imported only when a store at a
 `postgresql://` URL is opened.
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Connection, Cursor, Engine, database_errors, is_store_failure, is_url
+from .base import Connection, Cursor, Engine, database_errors, is_store_failure, is_url, skip_locked
 
 
 def engine_for(where: Path | str) -> Engine:
@@ -41,4 +41,13 @@ def engine_for(where: Path | str) -> Engine:
     return SQLiteEngine(Path(where))
 
 
-__all__ = ["Connection", "Cursor", "Engine", "database_errors", "engine_for", "is_store_failure", "is_url"]
+__all__ = [
+    "Connection",
+    "Cursor",
+    "Engine",
+    "database_errors",
+    "engine_for",
+    "is_store_failure",
+    "is_url",
+    "skip_locked",
+]

@@ -45,6 +45,13 @@ def is_url(where: Path | str) -> bool:
     return isinstance(where, str) and where.startswith(URL_SCHEMES)
 
 
+def skip_locked(conn: Connection) -> str:
+    """What a SELECT that takes work for this instance ends with: on PostgreSQL, `FOR UPDATE SKIP LOCKED` (rows
+    another instance is taking in a transaction of its own are passed over, never waited for); nothing on SQLite,
+    whose write transactions exclude one another already."""
+    return "" if isinstance(conn, sqlite3.Connection) else " FOR UPDATE SKIP LOCKED"
+
+
 def database_errors() -> tuple[type[Exception], ...]:
     """The exceptions a database library raises (sqlite3's, and psycopg's once it is in use)."""
     psycopg = sys.modules.get("psycopg")
@@ -105,6 +112,13 @@ class Engine:
     def connect(self, *, readonly: bool, exclusive: bool) -> Any:
         """A connection in autocommit mode, set up for the store (nothing of the schema is touched yet)."""
         raise NotImplementedError
+
+    def hold_presence(self, conn: Any, instance: int) -> None:
+        """Show, while `conn` lives, that `instance` is alive (PostgreSQL; SQLite has one instance per file)."""
+
+    def present_instances(self, conn: Any) -> set[int] | None:
+        """The instances whose presence is shown now; None where the engine cannot tell (SQLite)."""
+        return None
 
     def usable(self, conn: Any) -> bool:
         """Whether `conn` can still run statements (a PostgreSQL connection is lost when its server restarts)."""

@@ -12,6 +12,10 @@ sent as integers, as sqlite3 does, since the schemas' flags are integer columns.
 for SQLite and translated here (`translate_ddl`). The schema version lives in the one-row table
 `dispatcher_schema`; migrations hold a transaction-level advisory lock, so instances starting together migrate
 one after the other.
+
+Any number of instances share a database (SPEC §8a's clusters; `cluster/`): each shows it is alive with a session
+advisory lock held by its store's connection (`hold_presence`, keyed by its row in `instances`), which the server
+drops the moment that connection ends, a killed process's included; `present_instances` reads them from `pg_locks`.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ from psycopg import pq
 from psycopg.adapt import Dumper
 
 from ..errors import StoreError
-from .base import Engine, StoreInUse, split_statements
+from .base import Engine, split_statements
 
 SCHEMA_TABLE = "dispatcher_schema"
-# Advisory lock keys (any bigint, the same in every instance): "dispatch" in ASCII, and the next one.
+# Advisory lock keys (the same in every instance): "dispatch" in ASCII, a bigint, for migrations; and "disp", an
+# int4, as the first of the two keys of an instance's presence lock (the second is the instance's id).
 MIGRATION_LOCK = 0x6469737061746368
-INSTANCE_LOCK = MIGRATION_LOCK + 1
+PRESENCE_LOCKS = 0x64697370
 CONNECT_TIMEOUT_S = 10
 
 # SQLite's column types where PostgreSQL needs others. An INTEGER PRIMARY KEY is SQLite's rowid, given when left
@@ -142,27 +147,28 @@ class PostgresEngine(Engine):
     def __init__(self, url: str) -> None:
         self.url = url
         self.shown = shown_url(url)
-        self.locked = False
 
     def connect(self, *, readonly: bool, exclusive: bool) -> PgConnection:
-        conn = connect(self.url)
-        if exclusive and not readonly:
-            # Held by this session until it ends (a killed daemon's connection ends with it). Until deliveries are
-            # claimed with leases, one daemon per database: two would each resume the same pending deliveries.
-            locked = conn.raw.execute("SELECT pg_try_advisory_lock(%s)", (INSTANCE_LOCK,)).fetchone()
-            if not (locked and locked[0]):
-                conn.close()
-                by = "another dispatcher; one store serves one instance until deliveries are claimed with leases"
-                raise StoreInUse(f"the store {self.shown} is in use by {by}")
-            self.locked = True
-        return conn
+        # `exclusive` takes nothing: instances share the database, each claiming the work it takes (`cluster/`).
+        return connect(self.url)
+
+    def hold_presence(self, conn: PgConnection, instance: int) -> None:
+        # A session lock: it outlives the transaction it is taken in, and ends with the connection.
+        conn.raw.execute("SELECT pg_advisory_lock(%s, %s)", (PRESENCE_LOCKS, instance))
+
+    def present_instances(self, conn: PgConnection) -> set[int]:
+        rows = conn.raw.execute(
+            "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2"
+            " AND classid::bigint = %s AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (PRESENCE_LOCKS,),
+        ).fetchall()
+        return {int(row[0]) for row in rows}
 
     def usable(self, conn: PgConnection) -> bool:
         return not conn.raw.closed and not conn.raw.broken
 
     def close(self, conn: PgConnection) -> None:
         conn.close()
-        self.locked = False
 
     def begin(self, conn: PgConnection, *, readonly: bool, durable: bool) -> None:
         if readonly:

@@ -1,4 +1,5 @@
-"""Open endpoints: `/healthz` (alive), `/readyz` (store open and bus subscribed), `/metrics` (Prometheus)."""
+"""Open endpoints: `/healthz` (alive), `/readyz` (store open and bus subscribed, or a cluster's standby: another
+instance runs the intake), `/metrics` (Prometheus)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     dispatcher = request.app[DISPATCHER]
-    checks = {"store": dispatcher.store.is_open, "bus": dispatcher.bus_connected}
+    checks = {"store": dispatcher.store.is_open, "bus": dispatcher.intake_ready}
     ready = all(checks.values())
-    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+    answer: dict[str, object] = {"ready": ready, "checks": checks}
+    if dispatcher.standby:
+        answer["intake"] = "standby"  # another instance of the cluster runs it
+    return web.json_response(answer, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

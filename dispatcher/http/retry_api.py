@@ -60,7 +60,7 @@ async def post_retry(request: web.Request) -> web.Response:
         log.error("deliveries_not_retried", error=str(err))
         return json_error(503, "the deliveries could not be put back; try again", [str(err)])
     if retried:
-        dispatcher.pipeline.look_for_pending_now()
+        dispatcher.deliveries_put_back()
     log.info(
         "deliveries_retried",
         retried=retried,

@@ -141,6 +141,10 @@ class MqttIntake:
         """Stop taking messages; the batch in hand is still committed and acknowledged."""
         self._stopping.set()
 
+    def rearm(self) -> None:
+        """Make a stopped intake able to `run()` again (a cluster's instance elected again for the intake)."""
+        self._stopping.clear()
+
     async def run(self) -> None:
         """Connect, consume and reconnect with jittered exponential backoff until `stop()`."""
         delay_s = RECONNECT_INITIAL_S

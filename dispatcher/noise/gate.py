@@ -140,7 +140,14 @@ class NoiseGate:
                 return Decision("pending", "quiet_hours", reason, next_attempt_at=until, mark=mark)
         return GOES if mark is None else Decision(mark=mark)
 
-    def record(self, conn: Connection, event_ids: Sequence[str], rows: Sequence[NewDelivery], now: float) -> Recorded:
+    def record(
+        self,
+        conn: Connection,
+        event_ids: Sequence[str],
+        rows: Sequence[NewDelivery],
+        now: float,
+        claimed_by: int | None = None,
+    ) -> Recorded:
         """`outbox.record_plans` with the gate's decisions applied, in the caller's transaction: stopped rows are
         stored suppressed (with no real target, as the planner's own), held-back rows pending until the window's
         end, and the repeat marks of the new pending rows remembered."""
@@ -159,7 +166,7 @@ class NoiseGate:
             if decision is not GOES:
                 assert row.channel is not None and row.target is not None
                 later[(row.event.id, row.recipient, row.channel, row.target)] = decision
-        pending = record_plans(conn, event_ids, stored, now)
+        pending = record_plans(conn, event_ids, stored, now, claimed_by)
         marks: list[tuple[int, str, str, float]] = []
         deferred: list[Stopped] = []
         for position, delivery in enumerate(pending):

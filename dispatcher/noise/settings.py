@@ -28,9 +28,7 @@ _GLOB_KEYS = ("type", "account", "host")
 _NULL_TAG = "tag:yaml.org,2002:null"
 
 
-def read_repeats(
-    reader: Reader, node: Node, read_match: Callable[[Reader, Map], RouteMatch]
-) -> tuple[RepeatRule, ...]:
+def read_repeats(reader: Reader, node: Node, read_match: Callable[[Reader, Map], RouteMatch]) -> tuple[RepeatRule, ...]:
     """The `repeats:` list: each rule's `match` (read by `read_match`, its globs checked), `key` (a non-empty list
     of distinct fields, default [type, account, host]) and `interval_s` (required, positive, at most a year)."""
     rules: list[RepeatRule] = []

@@ -412,8 +412,10 @@ class Daemon:
         /readyz does not wait for the senders (SPEC: events are accepted before they can go out); a scenario
         measures a running daemon, so the second or so a sender takes to start is left out.
 
-        `standby`: a cluster's instance that does not hold the intake (another one does) has no bus connection,
-        so it is taken as started once /readyz answers with its store open, whatever its status.
+        On PostgreSQL every instance starts as a standby of its cluster (/readyz 200 with `"intake": "standby"`)
+        until it wins the intake's lock: unless `standby`, it is started only once /readyz no longer says so, i.e.
+        it holds the intake and is subscribed. `standby`: an instance started after another one that holds the
+        intake; it is started once /readyz answers 200 (or, from a daemon older than clusters, its store is open).
         """
         with self.log_path.open("ab") as log_file:
             # Logs go to a file, as under systemd they go to the journal: the daemon pays for writing them,
@@ -434,7 +436,10 @@ class Daemon:
                 )
             try:
                 status, body = http_get(f"{self.url}/readyz", timeout_s=1)
-                ready = status == 200 or (standby and _store_open(body))
+                if standby:
+                    ready = status == 200 or _store_open(body)
+                else:
+                    ready = status == 200 and _readyz_field(body, "intake") != "standby"
                 if ready and self.log_path.read_bytes().count(b'"sender_started"') >= self.senders:
                     return self
             except OSError:
@@ -497,12 +502,19 @@ class Daemon:
         return found
 
 
+def _readyz_field(readyz_body: bytes, key: str) -> Any:
+    """A field of a /readyz answer (`{"ready": …, "checks": {…}, "intake": "standby"}`), None if absent."""
+    try:
+        answer = json.loads(readyz_body)
+    except ValueError:
+        return None
+    return answer.get(key) if isinstance(answer, dict) else None
+
+
 def _store_open(readyz_body: bytes) -> bool:
     """Whether a /readyz answer says the store is open (`{"checks": {"store": true, ...}}`)."""
-    try:
-        return bool(json.loads(readyz_body).get("checks", {}).get("store"))
-    except (ValueError, AttributeError):
-        return False
+    checks = _readyz_field(readyz_body, "checks")
+    return bool(checks.get("store")) if isinstance(checks, dict) else False
 
 
 # --------------------------------------------------------------------------------------------------- PostgreSQL

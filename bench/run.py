@@ -477,7 +477,12 @@ def run_setup(
             if status not in (0, None):
                 notes.append(f"{who} exited with {status} on SIGTERM")
     times = json.loads(times_path.read_text())
-    messages, seconds, per_s, latency = arrival_figures(ctx.sinks.arrivals(), times, scenario)
+    arrivals = ctx.sinks.arrivals()
+    messages, seconds, per_s, latency = arrival_figures(arrivals, times, scenario)
+    ids = [event_id for event_id, _ in arrivals if event_id.startswith(f"{scenario}-")]
+    duplicates = len(ids) - len(set(ids))
+    if duplicates:  # at-least-once: a cluster may send a delivery twice (counted in msg/s, as the sink saw it)
+        notes.append(f"{duplicates:,} messages arrived more than once ({len(set(ids)):,} distinct events)")
     deliveries: dict[str, float] = {}
     for sample in each_metrics:
         for key, value in sample.items():
@@ -488,6 +493,8 @@ def run_setup(
             "name": daemon.name,
             "received": metric_sum(sample, "dispatcher_events_received_total"),
             "sent": metric_sum(sample, "dispatcher_deliveries_total", outcome="sent"),
+            "intake_elected": bool(metric_sum(sample, "dispatcher_intake_elected")),
+            "taken_over": metric_sum(sample, "dispatcher_deliveries_taken_over_total"),
             "cpu_s": round(tree_cpu, 2),
             "daemon_process_cpu_s": round(own_cpu, 2),
             "peak_mb": round(sum(peaks), 1),
@@ -510,6 +517,7 @@ def run_setup(
         "deliveries": dict(deliveries),
         "rss": sampler.summary(),
         "pss_peak_mb": round(sampler.pss_peak_mb, 1),
+        "duplicates": duplicates,
     }
     if len(daemons) > 1:
         extra["instances"] = instances
@@ -1109,6 +1117,7 @@ def setups_table(results: list[Measurement]) -> str:
                 f" {instance['cpu_s']:.1f} s (daemon process {instance['daemon_process_cpu_s']:.1f} s, senders"
                 f" {senders:.1f} s), {instance['received']:,.0f} events taken in, {instance['sent']:,.0f} sent,"
                 f" peak {instance['peak_mb']:.1f} MB"
+                + (", held the intake at the end" if instance["intake_elected"] else "")
             )
         server = m.extra.get("postgresql")
         if server:

@@ -190,8 +190,9 @@ class Dispatcher:
 
     @property
     def standby(self) -> bool:
-        """In a cluster, another instance runs the intake: this one plans, delivers and answers the API."""
-        return not self.elected
+        """In a cluster, another instance runs the intake: this one plans, delivers and answers the API. (Not
+        before its first try at the intake lock: a lone instance is elected, and ready once subscribed.)"""
+        return self.election is not None and not self.elected and self.election.held_elsewhere
 
     @property
     def intake_ready(self) -> bool:

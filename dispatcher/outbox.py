@@ -406,7 +406,7 @@ def retry_failed(conn: Connection, *, delivery_id: int | None = None, event_id: 
         [(row_id, now, attempts) for row_id, attempts in rows],
     )
     conn.executemany(
-        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ? WHERE id = ?",
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ?, claimed_by = NULL WHERE id = ?",
         [(now, now, row_id) for row_id, _ in rows],
     )
     return len(rows) + len(in_digests)

@@ -21,7 +21,7 @@ from dispatcher.errors import StoreError
 from dispatcher.events import Event
 from dispatcher.intake import dead_letters
 from dispatcher.migrations import SCHEMA_VERSION, StoreTooNew
-from dispatcher.store import EVENTS_SCHEMA, Store, StoreInUse
+from dispatcher.store import EVENTS_SCHEMA, Store
 
 from .conftest import connect_store
 
@@ -78,28 +78,32 @@ async def test_instances_starting_together_create_the_schema_once(postgres_url: 
         await store.close()
 
 
-async def test_one_daemon_per_postgresql_store_until_deliveries_are_claimed(postgres_url: str) -> None:
-    """An exclusive open (the daemon's) holds a session advisory lock: a second one is refused with StoreInUse,
-    while a command's plain open (`dispatcher retry`) goes ahead; the lock goes with the first store's close."""
+async def present(store: Store) -> set[int] | None:
+    return await store.run(lambda conn: store.engine.present_instances(conn))
+
+
+async def test_instances_share_a_postgresql_store_each_showing_its_presence(postgres_url: str) -> None:
+    """Any number of daemons open one PostgreSQL store (a cluster). Each shows it is alive with a session advisory
+    lock held by its store's connection (`hold_presence`), which every instance sees, and which goes with that
+    connection: at a close, and at once when the server ends the session (as for a killed process)."""
     first = Store(postgres_url, schemas=DAEMON_SCHEMAS)
     await first.open(exclusive=True)
-    with pytest.raises(StoreInUse, match="in use by another dispatcher"):
-        await Store(postgres_url, schemas=DAEMON_SCHEMAS).open(exclusive=True)
-    command = Store(postgres_url, schemas=[outbox.SCHEMA])
-    await command.open()
-    assert await command.run(outbox.count_pending) == 0
-    await command.close()
-    await first.close()
     second = Store(postgres_url, schemas=DAEMON_SCHEMAS)
     await second.open(exclusive=True)
+    await first.hold_presence(7)
+    await second.hold_presence(8)
+    assert await present(first) == {7, 8}
+    await first.close()
+    assert await present(second) == {8}
     await second.close()
 
 
 async def test_a_lost_postgresql_connection_is_opened_again(postgres_url: str) -> None:
     """When the server ends the store's session (a restart, an admin), the jobs that find it gone fail with a
-    StoreError, and the next ones run on a new connection, which takes the instance lock again."""
+    StoreError, and the next ones run on a new connection, which shows the instance's presence again."""
     store = Store(postgres_url, schemas=DAEMON_SCHEMAS)
     await store.open(exclusive=True)
+    await store.hold_presence(3)
 
     def backend(conn: Connection) -> int:
         return int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
@@ -112,8 +116,7 @@ async def test_a_lost_postgresql_connection_is_opened_again(postgres_url: str) -
             await store.run(backend)
         assert await store.run(backend) != pid
     assert any(entry["event"] == "store_reconnected" for entry in logs)
-    with pytest.raises(StoreInUse):
-        await Store(postgres_url, schemas=DAEMON_SCHEMAS).open(exclusive=True)
+    assert await present(store) == {3}
     await store.close()
 
 

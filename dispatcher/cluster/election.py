@@ -47,6 +47,8 @@ class IntakeElection:
         self.url = url
         self.shown = shown_url(url)
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        # Whether the last try found the lock held by another instance: this one is then a standby.
+        self.held_elsewhere = False
 
     async def elected(self) -> None:
         """Wait until this instance holds the intake lock (trying every TRY_EVERY_S; a store that cannot be
@@ -64,7 +66,8 @@ class IntakeElection:
                     await self._conn.execute(KEEPALIVE_SETTINGS)
                 cursor = await self._conn.execute("SELECT pg_try_advisory_lock(%s)", (INTAKE_LOCK,))
                 row = await cursor.fetchone()
-                if row and row[0]:
+                self.held_elsewhere = not (row and row[0])
+                if not self.held_elsewhere:
                     return
                 failing = False
             except psycopg.Error as err:

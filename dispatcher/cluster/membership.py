@@ -18,6 +18,7 @@ each taking over of a claimed delivery is logged (`delivery_taken_over`) and cou
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import socket
@@ -71,15 +72,18 @@ class Instance:
 
 
 def config_hash(config: Config) -> str:
-    """What instances sharing a store must agree on, as a short hash: every section but the instance's own (`http`,
-    `hostname`). Secrets count by their presence only (their `repr` hides them), so the hash tells nothing of
-    them."""
+    """What instances sharing a store must agree on, as a short hash: every section but what is each machine's
+    own: `http`, `hostname` (and the email sender's default address, `dispatcher@<hostname>`), `store` (the same
+    database, perhaps reached with another user or passfile) and `delivery.workers` (sized to the machine's
+    cores). Secrets count by their presence only (their `repr` hides them), so the hash tells nothing of them."""
+    email = config.channels.email
+    if email.from_addr == f"dispatcher@{config.hostname}":
+        email = dataclasses.replace(email, from_addr="dispatcher@<hostname>")
     shared = (
         config.bus,
-        config.store,
         config.templates,
-        config.channels,
-        config.delivery,
+        dataclasses.replace(config.channels, email=email),
+        dataclasses.replace(config.delivery, workers=0),
         config.importance,
         config.contacts,
         config.routes,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 
 from ..engines import Connection
+from ..engines.base import CONTACTS_WRITES, one_writer_at_a_time
 from .model import (
     CATEGORIES,
     CLIENT_DEFAULT_PREFERENCES,
@@ -286,6 +287,7 @@ def _set_accounts(conn: Connection, client_id: int, accounts: Sequence[str]) -> 
 
 def insert_client(conn: Connection, fields: Mapping[str, Any]) -> Client:
     """Create a client from validated fields (`email` required; `id` optional)."""
+    one_writer_at_a_time(conn, CONTACTS_WRITES)
     client_id = fields.get("id")
     if client_id is not None and read_client(conn, client_id) is not None:
         raise Conflict("Client ID already exists", [f"id: client {client_id} already exists"])
@@ -318,6 +320,7 @@ def insert_client(conn: Connection, fields: Mapping[str, Any]) -> Client:
 
 def change_client(conn: Connection, client_id: int, fields: Mapping[str, Any]) -> Client:
     """Change the given fields of a client; `accounts` replaces the list of accounts it owns."""
+    one_writer_at_a_time(conn, CONTACTS_WRITES)
     client = _require_client(conn, client_id)
     if "email" in fields and fields["email"].lower() != client.email.lower():
         _client_email_clash(conn, fields["email"], client_id=client_id)
@@ -346,6 +349,7 @@ def insert_contact(conn: Connection, client_id: int, fields: Mapping[str, Any]) 
 
     A contact given a password is a sub-account unless `subaccount` says otherwise, which is an error.
     """
+    one_writer_at_a_time(conn, CONTACTS_WRITES)
     _require_client(conn, client_id)
     has_password = "password_hash" in fields
     subaccount = fields.get("subaccount", has_password)
@@ -378,6 +382,7 @@ def insert_contact(conn: Connection, client_id: int, fields: Mapping[str, Any]) 
 
 def change_contact(conn: Connection, contact_id: int, fields: Mapping[str, Any]) -> Contact:
     """Change the given fields of a contact. Turning `subaccount` off forgets its password."""
+    one_writer_at_a_time(conn, CONTACTS_WRITES)
     contact = _require_contact(conn, contact_id)
     subaccount = fields.get("subaccount", contact.subaccount)
     if "password_hash" in fields and not subaccount:

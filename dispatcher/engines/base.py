@@ -52,6 +52,18 @@ def skip_locked(conn: Connection) -> str:
     return "" if isinstance(conn, sqlite3.Connection) else " FOR UPDATE SKIP LOCKED"
 
 
+# `one_writer_at_a_time` keys: what instances sharing a store must change one at a time.
+CONTACTS_WRITES = 0x636F6E74  # "cont"
+
+
+def one_writer_at_a_time(conn: Connection, key: int) -> None:
+    """In a job that checks then writes (a client's next id, an address that must stay unique): on PostgreSQL,
+    wait for any other instance's transaction doing the same (`pg_advisory_xact_lock`, held to the commit); on
+    SQLite nothing, since `BEGIN IMMEDIATE` already makes every write transaction the only one."""
+    if not isinstance(conn, sqlite3.Connection):
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
+
 def database_errors() -> tuple[type[Exception], ...]:
     """The exceptions a database library raises (sqlite3's, and psycopg's once it is in use)."""
     psycopg = sys.modules.get("psycopg")

@@ -349,6 +349,19 @@ def test_an_importance_key_that_matches_no_known_type_is_a_warning() -> None:
     assert config == dataclasses.replace(config, warnings=())
 
 
+def test_a_shared_group_on_a_postgresql_store_is_warned_about() -> None:
+    """A cluster (a PostgreSQL store) elects one intake on the config's one client id: a `shared_group` would spread
+    events over sessions where a stopped member's share waits for it. Warned about, not refused; on SQLite (one
+    instance a file) nothing is said."""
+    cluster = "bus: {shared_group: dispatchers}\nstore: {url: 'postgresql://dispatcher@db/dispatcher'}\n"
+    assert parse_config(cluster, source="c.yaml").warnings == (
+        "c.yaml:2:8: warning: store: instances on a PostgreSQL store elect one intake with the one bus.client_id;"
+        " bus.shared_group spreads events over sessions that wait for a stopped member (set it to null)",
+    )
+    assert parse_config("bus: {shared_group: dispatchers}\nstore: {path: /tmp/d.db}\n").warnings == ()
+    assert parse_config("store: {url: 'postgresql://dispatcher@db/dispatcher'}\n").warnings == ()
+
+
 def test_check_config_prints_warnings_and_exits_0(tmp_path: Path) -> None:
     """check-config prints an importance key that matches no known type as `FILE:LINE:COL: warning: …` on stderr,
     and still says OK and exits 0."""

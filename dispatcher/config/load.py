@@ -96,7 +96,17 @@ def _read_config(reader: Reader, root: Node | None, origin: Path | None, hostnam
     hostname = hostname or socket.getfqdn()
     bus = read_bus(reader, reader.mapping(top.take("bus"), "bus"))
     http = read_http(reader, reader.mapping(top.take("http"), "http"))
-    store = read_store(reader.mapping(top.take("store"), "store"))
+    store_node = top.take("store")
+    store = read_store(reader.mapping(store_node, "store"))
+    if store_node is not None and bus.shared_group is not None and store.url is not None:
+        # A cluster elects one intake on the cluster's one session (cluster/election.py): a shared subscription
+        # would spread events over the members' sessions, where a stopped member's share waits for it.
+        reader.warn(
+            store_node,
+            "store",
+            "instances on a PostgreSQL store elect one intake with the one bus.client_id; bus.shared_group spreads"
+            " events over sessions that wait for a stopped member (set it to null)",
+        )
     templates = read_templates(reader, reader.mapping(top.take("templates"), "templates"))
     channels = read_channels(reader, reader.mapping(top.take("channels"), "channels"), hostname)
     delivery = read_delivery(reader, reader.mapping(top.take("delivery"), "delivery"))

@@ -355,6 +355,7 @@ class Dispatcher:
         _log_warnings(new_config)
         self.config = new_config
         self.pipeline.apply_config(new_config, self.recipient_sources())
+        self.membership.apply_config(new_config)  # its hash goes to the store with the next heartbeat
         self.metrics.reload_success.set(1)
         self.metrics.reload_time.set_to_current_time()
         log.info("config_reloaded", path=str(path))

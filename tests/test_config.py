@@ -295,6 +295,8 @@ def test_the_store_is_an_sqlite_file_or_a_postgresql_database() -> None:
     url = "postgresql://dispatcher@db.example.com:5432/dispatcher?passfile=/etc/dispatcher/pgpass"
     postgres = parse_config(f"store: {{url: '{url}', retention_days: 7}}\n").store
     assert (postgres.path, postgres.url, postgres.where, postgres.retention_days) == (None, url, url, 7)
+    replicated = "postgresql://dispatcher@db1:5432,db2:5433/dispatcher?target_session_attrs=read-write"
+    assert parse_config(f"store: {{url: '{replicated}'}}\n").store.url == replicated  # libpq's hosts, each its port
     for text, problem in (
         (
             "store: {path: d.db, url: 'postgresql://h/d'}",
@@ -312,6 +314,10 @@ def test_the_store_is_an_sqlite_file_or_a_postgresql_database() -> None:
             " (?passfile=/etc/dispatcher/pgpass, in the format of ~/.pgpass)",
         ),
         ("store: {url: 'postgresql://h:99999/d'}", "1:14: store.url: bad host or port in 'postgresql://h:99999/d'"),
+        (
+            "store: {url: 'postgresql://db1:5432,db2:x/d'}",
+            "1:14: store.url: bad host or port in 'postgresql://db1:5432,db2:x/d'",
+        ),
     ):
         with pytest.raises(ConfigError) as err:
             parse_config(text + "\n", source="c.yaml")

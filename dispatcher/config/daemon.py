@@ -157,7 +157,9 @@ def _store_url(text: str) -> str:
     in a file, which libpq reads (`?passfile=…`, in the format of ~/.pgpass)."""
     try:
         parts = urlsplit(text)
-        parts.port  # noqa: B018  # raises ValueError for a bad port
+        # libpq takes several hosts, each with its port (`db1:5432,db2:5433`: a replicated database)
+        for host in parts.netloc.rpartition("@")[2].split(","):
+            urlsplit(f"//{host}").port  # noqa: B018  # raises ValueError for a bad port
     except ValueError:
         raise ValueError(f"bad host or port in {redact_url(text)!r}") from None
     if parts.scheme not in ("postgresql", "postgres"):

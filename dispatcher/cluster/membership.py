@@ -166,17 +166,16 @@ class Membership:
 
     async def join(self) -> None:
         """Insert this instance's row and, on PostgreSQL, take its presence lock on the store's connection."""
-        now = self.clock()
-        host, pid, digest, path, exclusive = (
+        now, host, digest, path, exclusive = (
+            self.clock(),
             socket.gethostname(),
-            os.getpid(),
             self.config_hash,
             self._config_path,
-            (self._exclusive),
+            self._exclusive,
         )
 
         def join(conn: Any) -> int:
-            me = register(conn, host=host, pid=pid, config_hash=digest, config_path=path, now=now)
+            me = register(conn, host=host, pid=os.getpid(), config_hash=digest, config_path=path, now=now)
             if exclusive:
                 forget_others(conn, me)
             return me

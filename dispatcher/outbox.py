@@ -359,12 +359,17 @@ def suppress_removed_targets(
     skip: Collection[int],
     reason: str,
     now: float,
+    claimant: Claimant = ANYONE,
 ) -> list[tuple[int, str]]:
     """Suppress, with `reason`, each pending delivery to a system contact whose (recipient, channel, target) is not
     in `configured` (a contact or address removed from the configuration), except the ids in `skip` (those the
-    caller holds); the (id, channel) of each one suppressed."""
+    caller holds) and those another instance is working on (not free for `claimant`); the (id, channel) of each
+    one suppressed."""
+    free, params = claimant.free("claimed_by")
     rows = conn.execute(
         "SELECT id, recipient, channel, target FROM deliveries WHERE status = 'pending' AND recipient_kind = 'system'"
+        f" AND {free}",
+        params,
     ).fetchall()
     gone = [
         (delivery_id, channel)

@@ -59,6 +59,7 @@ class Pipeline:
         self.metrics = metrics
         self.config = config
         self.clock = clock
+        self._claimant = claimant
         self.renderer = Renderer(catalog, templates_dir=config.templates.dir, hostname=config.hostname)
         self.channels = build_channels(config)
         # Where attempts run: sender processes, or this process with `delivery.workers: 0`.
@@ -185,10 +186,15 @@ class Pipeline:
     async def _suppress_removed_targets(self) -> None:
         """Record as suppressed each pending delivery not in hand whose system contact or address the config no
         longer has; those in hand are checked before their attempt."""
-        configured, skip, now = self.attempts.system_targets, self.scheduler.in_hand(), self.clock()
+        configured, skip, now, claimant = (
+            self.attempts.system_targets,
+            self.scheduler.in_hand(),
+            self.clock(),
+            self._claimant(),
+        )
         try:
             gone = await self._store_run(
-                lambda conn: suppress_removed_targets(conn, configured, skip, TARGET_REMOVED, now)
+                lambda conn: suppress_removed_targets(conn, configured, skip, TARGET_REMOVED, now, claimant)
             )
         except StoreError:
             # They stay pending, and are suppressed when their next attempt comes up.

@@ -14,11 +14,12 @@ repeat a send, never lose an event; and a burst of deliveries does not cost one 
 The engine (`engines/`) follows from where the store is: a path is an SQLite file, a `postgresql://` URL a
 PostgreSQL database. Everything below holds on both; what differs (connections, DDL, durability, the schema
 version, the instance lock) is the engine's. On PostgreSQL, `durable=False` is `synchronous_commit = off` for that
-transaction, and the instance lock is a session advisory lock held by the store's connection: the file lock
-described next is SQLite's. A PostgreSQL connection that is lost (the server restarted) is opened again for the next
-group; the jobs of the group that found it lost fail with a StoreError, as any failed commit does.
+transaction, and there is no instance lock: any number of instances share the database (`cluster/`), each showing
+its presence with a session advisory lock the store's connection holds (`hold_presence`, taken again on a new
+connection). A PostgreSQL connection that is lost (the server restarted) is opened again for the next group; the
+jobs of the group that found it lost fail with a StoreError, as any failed commit does.
 
-One store file serves one daemon (SPEC §8a). The daemon opens its store with `exclusive=True`, which first takes an
+One SQLite file serves one daemon (SPEC §8a). The daemon opens its store with `exclusive=True`, which first takes an
 exclusive `flock` on `<db>.lock` beside the database and holds it until `close()`: a second daemon on the same file
 fails with `StoreInUse` before it does anything else. SQLite's own locks do not do this: they serialise
 transactions, so two daemons would each happily resume the same pending deliveries and send them twice. Read-only

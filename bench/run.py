@@ -397,6 +397,12 @@ def run_setup(
     the others, which start as standbys (no bus connection of their own) and share planning and delivery.
     """
     workdir = ctx.workdir / (f"{scenario}-dispatcher" if setup == Setup() else f"{scenario}-dispatcher-{setup.slug}")
+    if workdir.exists():  # a setup listed twice (`--cluster sqlite,postgresql,postgresql,sqlite`): a fresh one
+        workdir = next(
+            workdir.with_name(f"{workdir.name}-{n}")
+            for n in range(2, 100)
+            if not workdir.with_name(f"{workdir.name}-{n}").exists()
+        )
     times_path = workdir / "times.json"
     notes: list[str] = []
     with contextlib.ExitStack() as stack:
@@ -1072,7 +1078,10 @@ def setups_table(results: list[Measurement]) -> str:
         ]
     )
     rows = [m for m in results if m.system == "dispatcher" and "setup" in m.extra]
-    sqlite = {m.scenario: m for m in rows if m.extra["setup"]["store"] == "sqlite" and m.per_s}
+    sqlite: dict[str, Measurement] = {}
+    for m in rows:  # the base of `÷ SQLite`: the scenario's first SQLite row
+        if m.extra["setup"]["store"] == "sqlite" and m.per_s:
+            sqlite.setdefault(m.scenario, m)
     for m in rows:
         setup = m.extra["setup"]
         server = m.extra.get("postgresql", {})

@@ -223,11 +223,17 @@ class RunningDaemon:
         return {"Authorization": f"Bearer {API_TOKEN}"}
 
     async def stop(self) -> None:
-        """Stop the daemon; one that does not stop within 30 s fails its test, and its sender processes are killed
-        so that they do not outlive it and show up in the next test's process counts."""
+        """Stop the daemon; one that does not stop within 30 s fails its test, with the stack of every task then
+        (where it waits), and its sender processes are killed so that they do not outlive it and show up in the next
+        test's process counts."""
         self.dispatcher.stop()
         try:
-            await asyncio.wait_for(self.task, 30)
+            done, _ = await asyncio.wait({self.task}, timeout=30)
+            if not done:
+                print("the daemon did not stop within 30 s; its tasks:")
+                for task in asyncio.all_tasks():
+                    task.print_stack(limit=8, file=sys.stdout)
+            await asyncio.wait_for(self.task, 0.1)
         except BaseException:
             for pid in getattr(self.dispatcher.pipeline.sender, "pids", ()):
                 with contextlib.suppress(ProcessLookupError):

@@ -1,6 +1,8 @@
 """End-to-end benchmark harness (issue 8): the daemon as a user runs it, against real receivers on loopback.
 
     .venv/bin/python bench/run.py [--quick] [--scenario a,b,c,d,e] [--json out.json] [--profile] [--peer-batch 256]
+    .venv/bin/python bench/run.py --store postgresql [--instances 2] [--scenario a]
+    .venv/bin/python bench/run.py --cluster [sqlite,postgresql,postgresql:2]     (issue 20: scenario a three ways)
 
 For each scenario: a fresh mosquitto with our configuration (`max_queued_messages 0`, `max_inflight_messages 1000`),
 a fresh store, and `dispatcher run -c FILE` with a benchmark config; events come from `bench/publish.py` in a
@@ -26,6 +28,11 @@ the same alerts through `POST /api/v2/alerts`, `--peer-batch` alerts a request (
 them; `1,256` runs it fed both ways, the first listed being the peer of the ratios and goals), one webhook POST
 per alert (`group_by: ['...']`, `group_wait: 0s`), to the same sink, for a and d. The sink counts the webhooks as
 well as the alerts in them, and the report says so if Alertmanager grouped alerts into fewer notifications.
+
+Stores (issue 20): SQLite by default; `--store postgresql` starts a PostgreSQL server of the run's own for each
+row (`common.Postgres`: the tests' server with PostgreSQL's default durability), `--instances N` runs N daemons on
+it (same config but `http.listen`, same bus client id; the first holds the intake), `--cluster` one row per setup
+and a table comparing them (CPU a delivery with PostgreSQL's own, each instance's share).
 
 Figures: deliveries per second at the sink = messages / (last arrival - first publish); latency publish →
 arrival p50/p99/max; the daemon's CPU seconds during the scenario (utime+stime of /proc/PID/stat) and its peak

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ..errors import StoreError
+from ..waiting import wait_set
 from .claims import Claimant
 
 if TYPE_CHECKING:
@@ -192,10 +193,7 @@ class Membership:
         """Renew the lease every HEARTBEAT_S until `stop()`, refreshing `gone`."""
         while not self._stopping.is_set():
             await self.beat()
-            try:
-                await asyncio.wait_for(self._stopping.wait(), HEARTBEAT_S)
-            except TimeoutError:
-                pass
+            await wait_set(self._stopping, HEARTBEAT_S)
 
     async def beat(self) -> None:
         now, me, digest, engine = self.clock(), self.me, self.config_hash, self._store.engine

@@ -28,6 +28,7 @@ from ..noise.gate import NoiseGate, Recorded
 from ..outbox import NewDelivery, claim_unplanned, recipient_kind
 from ..routing.planner import Plan, plan_event
 from ..routing.recipients import RecipientSource
+from ..waiting import wait_set
 from .scheduling import STORE_RETRY_S, SWEEP_INTERVAL_S, Scheduler, StoreRun
 
 if TYPE_CHECKING:
@@ -103,10 +104,7 @@ class Planner:
                 await asyncio.sleep(STORE_RETRY_S)
                 continue
             if not batch:
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), SWEEP_INTERVAL_S)
-                except TimeoutError:
-                    pass
+                await wait_set(self._wakeup, SWEEP_INTERVAL_S)
                 continue
             # What is not recorded (the store failed) or not taken (the round was full) stays claimed, read again.
             if await self._plan_batch(batch) is None:

@@ -22,6 +22,7 @@ from ..errors import StoreError
 from ..events import Event
 from ..outbox import Claimed, PendingDelivery, claim_due, count_pending, next_due
 from ..senders.channel_set import channel_concurrency
+from ..waiting import wait_set
 
 if TYPE_CHECKING:
     from ..channels import Channel
@@ -274,7 +275,4 @@ class Scheduler:
             wait_s = self._next_sweep_at - loop.time()
             if self._next_retry_at is not None:
                 wait_s = min(wait_s, self._next_retry_at - self.clock())
-            try:
-                await asyncio.wait_for(self._retry_wakeup.wait(), max(0.0, wait_s))
-            except TimeoutError:
-                pass
+            await wait_set(self._retry_wakeup, wait_s)

@@ -30,6 +30,7 @@ from ..errors import StoreError
 from ..events import Event
 from ..levels import Importance
 from ..senders.local import SendJob
+from ..waiting import wait_set
 from .grouping import find_rule, group_key, group_labels
 from .records import (
     DueDigest,
@@ -205,10 +206,7 @@ class Digests:
             wait_s = self._next_sweep_at - loop.time()
             if self._next_due is not None:
                 wait_s = min(wait_s, self._next_due - self.clock())
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), max(0.0, wait_s))
-            except TimeoutError:
-                pass
+            await wait_set(self._wakeup, wait_s)
 
     async def _take(self, loop: asyncio.AbstractEventLoop, sweep: bool) -> None:
         """Take the due digests there are free slots for, and start an attempt of each."""

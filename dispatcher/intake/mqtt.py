@@ -32,6 +32,7 @@ from ..errors import StoreError
 from ..events import Event, InvalidEvent, parse_event, type_from_topic
 from ..store import Store
 from ..untrusted_json import quote
+from ..waiting import wait_set
 from .bus_client import BusClient, BusError
 from .dead_letters import DeadLetter, DeadLetterPublisher, record_batch
 
@@ -174,10 +175,7 @@ class MqttIntake:
                     retry_in_s=round(sleep_s, 2),
                 )
                 delay_s = min(delay_s * 2, RECONNECT_MAX_S)
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), sleep_s)
-                except TimeoutError:
-                    pass
+                await wait_set(self._stopping, sleep_s)
             finally:
                 self.connected.clear()
                 self._inbox = None

@@ -9,7 +9,6 @@ API changed one) and, hourly, deletes silences that ended longer ago than `store
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from ..errors import StoreError
+from ..waiting import wait_set
 from .silences import count_active, prune_silences
 
 if TYPE_CHECKING:
@@ -63,8 +63,7 @@ class SilenceWatch:
         while not self._stopping.is_set():
             self._wakeup.clear()
             await self.refresh()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), REFRESH_S)
+            await wait_set(self._wakeup, REFRESH_S)
 
     async def refresh(self) -> None:
         """Recount the active silences (and prune, when due); a store failure is logged and tried again later."""

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from .brokers import Mosquitto, free_port, wait_for_port
-from .conftest import API_TOKEN, ENGINE, store_settled, wait_until
+from .conftest import API_TOKEN, ENGINE, connect_store, store_of, store_settled, wait_until
 from .servers import WebhookSink
 
 EVENTS = 3000
@@ -353,3 +353,233 @@ async def test_three_instances_two_sigkilled_every_event_arrives_and_a_survivor_
                 publisher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await publisher
+
+
+BURST_EVENTS = 5000
+KILL_BURST_AFTER = 1000  # events stored, and the commit of a batch of at least KILL_IN_BATCH more under way
+KILL_IN_BATCH = 100
+# The commit of every transaction that inserts events is made to take this long (a trigger at commit, the test's
+# own), so that the intake holder can be killed while its commit is under way: the server completes a commit whose
+# client has died, and the client never acknowledges what it stored.
+SLOW_COMMIT_S = 0.1
+SLOW_COMMIT = [
+    f"""CREATE FUNCTION test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF current_setting('test.slept', true) IS DISTINCT FROM 'yes' THEN
+            PERFORM set_config('test.slept', 'yes', true);  -- once per transaction, at its first row
+            PERFORM pg_sleep({SLOW_COMMIT_S});
+        END IF;
+        RETURN NULL;
+    END $$""",
+    "CREATE CONSTRAINT TRIGGER test_slow_commit AFTER INSERT ON events DEFERRABLE INITIALLY DEFERRED"
+    " FOR EACH ROW EXECUTE FUNCTION test_slow_commit()",
+]
+
+
+async def publish_burst(port: int, event_ids: list[str], published: list[int]) -> None:
+    """Publish `event_ids` at QoS 1 as fast as the broker takes them (many at once, not paced by arrivals);
+    `published[0]` counts those the broker has acknowledged."""
+    async with aiomqtt.Client(
+        "127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5, max_inflight_messages=1000, timeout=30
+    ) as client:
+        client.pending_calls_threshold = 10_000
+        for start in range(0, len(event_ids), 500):
+            batch = event_ids[start : start + 500]
+            await asyncio.gather(*(client.publish(TOPIC, json.dumps({"id": i}).encode(), qos=1) for i in batch))
+            published[0] = start + len(batch)
+
+
+# A process of its own, so that the publisher (this process's event loop, busy) never keeps it waiting for the GIL:
+# it polls the store until it holds `threshold` events and a transaction that inserted `batch` more or beyond is
+# committing (asleep in the trigger; the identity sequence of `events.seq`, which no transaction rolls back, counts
+# the rows inserted and not yet committed), SIGKILLs the holder's process group then, and prints the count of events
+# stored, the count in that commit, and when (CLOCK_MONOTONIC, the same in every process).
+KILLER = """
+import os, signal, sys, time
+import psycopg
+url = sys.argv[1]
+pgid, threshold, batch = (int(arg) for arg in sys.argv[2:5])
+timeout_s = float(sys.argv[5])
+deadline = time.monotonic() + timeout_s
+with psycopg.connect(url, autocommit=True) as conn:
+    print("ready", flush=True)
+    while True:
+        stored, inserted, committing = conn.execute(
+            "SELECT (SELECT count(*) FROM events),"
+            " (SELECT coalesce(last_value, 0) FROM pg_sequences"
+            "  WHERE format('%I.%I', schemaname, sequencename) = pg_get_serial_sequence('events', 'seq')),"
+            " (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database())"
+        ).fetchone()
+        if stored >= threshold and committing and inserted - stored >= batch:
+            os.killpg(pgid, signal.SIGKILL)
+            print(stored, inserted - stored, time.monotonic(), flush=True)
+            break
+        if time.monotonic() > deadline:
+            sys.exit(f"{stored} events stored after {timeout_s} s")
+        time.sleep(0.001)
+"""
+
+
+class Killer:
+    """SIGKILLs an instance while the commit of a batch of `batch` events or more it took in is under way, once the
+    store holds `threshold` events: that batch is stored, and never acknowledged (the intake acknowledges after its
+    commit returns)."""
+
+    def __init__(self, config_path: Path, victim: Instance, threshold: int, batch: int, timeout_s: float) -> None:
+        assert victim.process is not None
+        self.victim = victim
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                KILLER,
+                str(store_of(config_path)),
+                str(victim.process.pid),
+                str(threshold),
+                str(batch),
+                str(timeout_s),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == "ready", self.process.communicate()[1]
+
+    def wait(self) -> tuple[int, int, float]:
+        """The events stored when the kill was sent, those in the commit under way, and when (monotonic), once the
+        victim is dead."""
+        out, err = self.process.communicate(timeout=60)
+        assert self.process.returncode == 0, err
+        assert self.victim.process is not None
+        self.victim.process.wait(timeout=10)
+        stored, committing, at = out.split()
+        return int(stored), int(committing), float(at)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(ENGINE != "postgresql", reason="a cluster shares a PostgreSQL store (DISPATCHER_TEST_STORE)")
+async def test_intake_holder_sigkilled_mid_burst_the_broker_resends_its_unacknowledged_events_recorded_once(
+    mosquitto: Mosquitto,
+    make_config: Callable[..., Path],
+    instances: list[Instance],
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """Two instances; a burst of 5,000 events published as fast as the broker takes them, with every commit that
+    stores events made slow. Once 1,000 are stored, the instance holding the intake is SIGKILLed while the commit
+    of its next batch is under way: the server completes it, and the dead instance never acknowledged that batch.
+    The standby is elected within 30 s and the broker sends it everything the dead one had not acknowledged, stored
+    or not: every id arrives at the webhook, each event is recorded once, and the survivor counts as duplicates
+    (acknowledged, not recorded again) at least the batch whose commit the kill interrupted. The webhook answers
+    nothing until the kill, so that what the dead one had sent and not recorded is what its slots held: with commits
+    this slow, requests answered whose outcome was not yet committed (a slot is freed when the far end answers,
+    before the record) would arrive twice too, beyond the bound of the slots."""
+    started_at = time.monotonic()
+    event_ids = [f"burst-{n:05d}" for n in range(BURST_EVENTS)]
+    release = asyncio.Event()
+    async with WebhookSink(hold=release) as webhook:
+        configs = cluster_configs(make_config, webhook, 2)
+        for n, config in enumerate(configs):
+            instances.append(Instance(f"instance-{n}", config, tmp_path / f"instance-{n}.log"))
+        published = [0]
+        arrivals = Arrivals(webhook)
+        publisher: asyncio.Task[None] | None = None
+        killer: Killer | None = None
+        try:
+            # The first creates the schema, then the test makes commits that store events slow.
+            await instances[0].start()
+            await wait_until(lambda: instances[0].ready(http), timeout_s=30)
+            with connect_store(configs[0]) as conn:
+                for statement in SLOW_COMMIT:
+                    conn.execute(statement)
+            await instances[1].start()
+
+            async def one_intake_on_the_bus() -> bool:
+                samples = [await instance.metrics(http) for instance in instances]
+                elected = [s for s in samples if s.get("dispatcher_intake_elected") == 1.0]
+                return (
+                    all("dispatcher_intake_elected" in s for s in samples)
+                    and len(elected) == 1
+                    and elected[0].get("dispatcher_bus_connected") == 1.0
+                    and all([await instance.ready(http) for instance in instances])
+                )
+
+            await wait_until(one_intake_on_the_bus, timeout_s=30, interval_s=0.2)
+            [holder] = [instance for instance in instances if await instance.elected(http)]
+            [survivor] = [instance for instance in instances if instance is not holder]
+
+            killer = await asyncio.to_thread(Killer, configs[0], holder, KILL_BURST_AFTER, KILL_IN_BATCH, 30)
+            published_from = time.monotonic()
+            publisher = asyncio.create_task(publish_burst(mosquitto.port, event_ids, published))
+            stored_before_kill, in_commit, killed_at = await asyncio.to_thread(killer.wait)
+            published_at_kill = published[0]
+            held_at_kill = len(webhook.requests)  # both instances' attempts in flight, unanswered
+            release.set()
+
+            await wait_until(lambda: survivor.elected(http), timeout_s=TAKEOVER_LIMIT_S + 5, interval_s=0.05)
+            takeover_s = time.monotonic() - killed_at
+
+            await wait_until(lambda: arrivals.distinct >= BURST_EVENTS, timeout_s=60, interval_s=0.05)
+            await publisher
+            await wait_until(lambda: store_settled(configs[0]), timeout_s=30, interval_s=0.2)
+            seen = arrivals.update()
+            duplicates = {event_id: len(times) for event_id, times in seen.items() if len(times) > 1}
+            extra_requests = sum(n - 1 for n in duplicates.values())
+            survivor_metrics = await survivor.metrics(http)
+            received = int(survivor_metrics.get('dispatcher_events_received_total{source="mqtt"}', 0.0))
+            # Events the dead intake had stored but not acknowledged, which the broker sent the new one again.
+            redelivered = int(survivor_metrics.get('dispatcher_events_duplicate_total{source="mqtt"}', 0.0))
+            with connect_store(configs[0]) as conn:
+                twice = conn.execute("SELECT id, count(*) FROM events GROUP BY id HAVING count(*) > 1").fetchall()
+                stored_ids = [row[0] for row in conn.execute("SELECT id FROM events").fetchall()]
+            # The survivor took in as new every event the dead one had not stored: so the dead one stored the rest,
+            # those stored before the kill and the batch whose commit the kill interrupted.
+            stored_by_holder = BURST_EVENTS - received
+            interrupted_batch = stored_by_holder - stored_before_kill
+            print(
+                f"\nburst failover: intake holder {holder.name} SIGKILLed with {stored_before_kill} events stored and"
+                f" the commit of {interrupted_batch} more under way ({published_at_kill} of {BURST_EVENTS}"
+                f" published); {survivor.name} elected {takeover_s:.2f} s later, took in {received} new events"
+                f" and {redelivered} the broker sent it again that were already stored (deduplicated);"
+                f" {len(duplicates)} ids arrived twice or more ({extra_requests} extra requests, bound"
+                f" {IN_FLIGHT_PER_INSTANCE}; {held_at_kill} requests of both instances held unanswered at the kill);"
+                f" every id arrived {time.monotonic() - published_from:.1f} s after the first publish; the test took"
+                f" {time.monotonic() - started_at:.1f} s"
+            )
+            assert published_at_kill < BURST_EVENTS, "everything was published before the kill; the test proves nothing"
+            assert set(seen) == set(event_ids)
+            assert not twice
+            assert sorted(stored_ids) == event_ids
+            assert takeover_s <= TAKEOVER_LIMIT_S
+            assert extra_requests <= IN_FLIGHT_PER_INSTANCE, duplicates
+            # The point of the test: the batch whose commit was under way at the kill was stored (the server completes
+            # a commit whose client died), never acknowledged, sent again to the survivor and recorded once. The
+            # survivor may count more (batches the dead one acknowledged too late for the broker to see), never more
+            # than the dead one stored.
+            assert interrupted_batch == in_commit, "the commit under way at the kill was not completed"
+            assert in_commit <= redelivered <= stored_by_holder
+            assert "Traceback" not in survivor.logs()
+            assert survivor.terminate() == 0
+        except BaseException:
+            counts = arrivals.update()
+            print(
+                f"\nat the failure: {len(counts)} of {BURST_EVENTS} ids arrived ({len(webhook.requests)} requests),"
+                f" {published[0]} published; alive: {[i.name for i in instances if i.alive]}"
+            )
+            for instance in instances:  # what each said last, but the routine lines of its deliveries
+                lines = [line for line in instance.logs().splitlines() if '"delivery_sent"' not in line]
+                print(f"\n----- {instance.name}, the last lines of its log\n" + "\n".join(lines[-25:]))
+            raise
+        finally:
+            if publisher is not None and not publisher.done():
+                publisher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await publisher
+            if killer is not None:
+                killer.stop()

@@ -42,6 +42,10 @@ POSTURL_CONCURRENCY = 4
 # Attempts in flight per instance: each channel gets its concurrency times the sender's lookahead (2 x workers)
 # slots (`Scheduler.size_slots`, `SenderPool.lookahead`); a webhook that answers slowly keeps them all busy.
 IN_FLIGHT_PER_INSTANCE = POSTURL_CONCURRENCY * 2 * WORKERS
+# What a killed instance can have sent and not recorded: a slot is freed when the far end answers, before the outcome
+# is committed, and a channel starts at most twice its slots before their records are written
+# (`Scheduler._unrecorded`). A webhook that holds its answers until the kill leaves only the slots in flight.
+UNRECORDED_PER_INSTANCE = 2 * IN_FLIGHT_PER_INSTANCE
 WEBHOOK_DELAY_S = 0.05
 TAKEOVER_LIMIT_S = 30.0  # SPEC §8a: what a dead instance held is taken over within 30 s
 
@@ -299,7 +303,7 @@ async def test_three_instances_two_sigkilled_every_event_arrives_and_a_survivor_
             taken_over = survivor_metrics.get("dispatcher_deliveries_taken_over_total", 0.0)
             # Events the dead intake had stored but not acknowledged, which the broker sent the new one again.
             redelivered = survivor_metrics.get('dispatcher_events_duplicate_total{source="mqtt"}', 0.0)
-            bound = len(kills) * IN_FLIGHT_PER_INSTANCE
+            bound = len(kills) * UNRECORDED_PER_INSTANCE
             print(
                 f"\ncluster failover: intake holder {holder.name} SIGKILLed after {arrived_at_kill} ids arrived"
                 f" ({published_at_kill} of {EVENTS} published); {new_holder.name} elected {takeover_s:.2f} s later;"
@@ -307,7 +311,7 @@ async def test_three_instances_two_sigkilled_every_event_arrives_and_a_survivor_
                 f" {last_arrival_s:.2f} s after the second kill, {time.monotonic() - published_from:.1f} s after the"
                 f" first publish; {len(duplicates)} ids arrived twice or more ({extra_requests} extra requests,"
                 f" {per_kill[0]} after the first kill and {per_kill[1]} after the second; bound {bound}:"
-                f" {IN_FLIGHT_PER_INSTANCE} in flight per instance x 2 kills), each again"
+                f" {UNRECORDED_PER_INSTANCE} sent and not recorded per instance x 2 kills), each again"
                 f" {max(repeated_after_s, default=0.0):.2f} s after its kill at most; deliveries taken over (the"
                 f" survivor's metric) {taken_over:.0f}; events the broker sent the new intake again (deduplicated)"
                 f" {redelivered:.0f}; the test took {time.monotonic() - started_at:.1f} s"

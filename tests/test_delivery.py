@@ -402,10 +402,11 @@ async def test_sigkill_with_1000_pending_deliveries_resumes_them_all(
             f" (recorded as sent before the kill: {len(recorded_sent)})"
         )
         assert not set(duplicates) & recorded_sent
-        # At most the attempts in flight at the kill: each sender process sends up to the channel's concurrency
-        # (8) at once and holds as many more rendered, and an answered send's record may still have been on its
-        # way to the store (a slot is freed when the far end answers, before the record is committed).
-        assert len(duplicates) <= 2 * DeliveryConfig.workers * 8
+        # At most what was sent and not recorded at the kill: the channel's slots are its concurrency (8) times the
+        # sender's lookahead (2 x workers), a slot is freed when the far end answers, before the record is
+        # committed, and the channel starts at most twice its slots before their records are written
+        # (`Scheduler._unrecorded`), however far the store's commits lag (35 once on a loaded PostgreSQL).
+        assert len(duplicates) <= 2 * (2 * DeliveryConfig.workers * 8)
         assert daemon.terminate() == 0
 
 

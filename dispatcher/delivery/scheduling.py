@@ -73,6 +73,10 @@ class Scheduler:
         self._ready: dict[str, asyncio.Queue[Job]] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._slot_sizes: dict[str, int] = {}
+        # Attempts per channel from their start until their outcome is recorded: twice the slots, so that a send
+        # starts while the records of answered ones are on their way, but what a crash can send twice (started and
+        # not recorded) stays bounded, however far the store's commits lag.
+        self._unrecorded: dict[str, asyncio.Semaphore] = {}
         # While running: the pipeline's task group, and each channel's loop (a channel new at a reload gets one).
         self._tasks: asyncio.TaskGroup | None = None
         self._channel_loops: dict[str, asyncio.Task[None]] = {}
@@ -131,6 +135,7 @@ class Scheduler:
             size = channel_concurrency(channel) * self._lookahead
             if self._slot_sizes.get(name) != size:
                 self._slots[name], self._slot_sizes[name] = asyncio.Semaphore(size), size
+                self._unrecorded[name] = asyncio.Semaphore(2 * size)
 
     def start(self, tasks: asyncio.TaskGroup, channels: Iterable[str]) -> None:
         """Run a loop for each of `channels` in `tasks` (the pipeline's run) until `stop()`."""
@@ -155,15 +160,28 @@ class Scheduler:
         queue = self._ready_queue(name)
         while True:
             delivery, event = await queue.get()
-            slots = self._slots[name]  # looked up each time: a reload may have resized them
-            await slots.acquire()
-            task = asyncio.create_task(self._attempt(delivery, event, slots), name=f"deliver-{delivery.id}")
+            # Looked up each time: a reload may have resized them.
+            slots, unrecorded = self._slots[name], self._unrecorded[name]
+            await unrecorded.acquire()
+            try:
+                await slots.acquire()
+            except BaseException:
+                unrecorded.release()
+                raise
+            task = asyncio.create_task(self._attempt(delivery, event, slots, unrecorded), name=f"deliver-{delivery.id}")
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
-    async def _attempt(self, delivery: PendingDelivery, event: Event, slots: asyncio.Semaphore | None = None) -> None:
+    async def _attempt(
+        self,
+        delivery: PendingDelivery,
+        event: Event,
+        slots: asyncio.Semaphore | None = None,
+        unrecorded: asyncio.Semaphore | None = None,
+    ) -> None:
         """One attempt; the channel's slot (`slots`) is given back as soon as the far end has answered, so the
-        record of the outcome, written next, does not hold up the next send."""
+        record of the outcome, written next, does not hold up the next send; `unrecorded` once that record is
+        written."""
         # Each attempt is a task of its own (its own copy of the context): what is bound here ends with it.
         structlog.contextvars.bind_contextvars(event_id=event.id, event_type=event.type)
         held = slots is not None
@@ -182,6 +200,8 @@ class Scheduler:
             self.settle(delivery)
         finally:
             free_slot()
+            if unrecorded is not None:
+                unrecorded.release()
 
     async def drain(self) -> None:
         """Wait up to DRAIN_GRACE_S for the attempts in flight; those still running then are cancelled."""

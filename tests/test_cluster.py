@@ -343,20 +343,28 @@ async def test_three_instances_two_sigkilled_every_event_arrives_and_a_survivor_
             assert "Traceback" not in survivor.logs()
             assert survivor.terminate() == 0
         except BaseException:
-            counts = arrivals.update()
-            print(
-                f"\nat the failure: {len(counts)} of {EVENTS} ids arrived ({len(webhook.requests)} requests),"
-                f" {published[0]} published; alive: {[i.name for i in instances if i.alive]}"
-            )
-            for instance in instances:  # what each said last, but the routine lines of its deliveries
-                lines = [line for line in instance.logs().splitlines() if '"delivery_sent"' not in line]
-                print(f"\n----- {instance.name}, the last lines of its log\n" + "\n".join(lines[-25:]))
+            print_failure(len(arrivals.update()), EVENTS, len(webhook.requests), published[0], instances)
             raise
         finally:
-            if publisher is not None and not publisher.done():
-                publisher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await publisher
+            await stop_publisher(publisher)
+
+
+def print_failure(arrived: int, total: int, requests: int, published: int, instances: list[Instance]) -> None:
+    """What a failed test shows: how far it got, and what each instance said last (but its deliveries' lines)."""
+    print(
+        f"\nat the failure: {arrived} of {total} ids arrived ({requests} requests),"
+        f" {published} published; alive: {[i.name for i in instances if i.alive]}"
+    )
+    for instance in instances:
+        lines = [line for line in instance.logs().splitlines() if '"delivery_sent"' not in line]
+        print(f"\n----- {instance.name}, the last lines of its log\n" + "\n".join(lines[-25:]))
+
+
+async def stop_publisher(publisher: asyncio.Task[None] | None) -> None:
+    if publisher is not None and not publisher.done():
+        publisher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher
 
 
 BURST_EVENTS = 5000
@@ -571,19 +579,9 @@ async def test_intake_holder_sigkilled_mid_burst_the_broker_resends_its_unacknow
             assert "Traceback" not in survivor.logs()
             assert survivor.terminate() == 0
         except BaseException:
-            counts = arrivals.update()
-            print(
-                f"\nat the failure: {len(counts)} of {BURST_EVENTS} ids arrived ({len(webhook.requests)} requests),"
-                f" {published[0]} published; alive: {[i.name for i in instances if i.alive]}"
-            )
-            for instance in instances:  # what each said last, but the routine lines of its deliveries
-                lines = [line for line in instance.logs().splitlines() if '"delivery_sent"' not in line]
-                print(f"\n----- {instance.name}, the last lines of its log\n" + "\n".join(lines[-25:]))
+            print_failure(len(arrivals.update()), BURST_EVENTS, len(webhook.requests), published[0], instances)
             raise
         finally:
-            if publisher is not None and not publisher.done():
-                publisher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await publisher
+            await stop_publisher(publisher)
             if killer is not None:
                 killer.stop()

@@ -31,7 +31,7 @@ if str(REPO) not in sys.path:
 
 from dispatcher.config import DeliveryConfig  # noqa: E402 - after the path is set
 from tests.brokers import Mosquitto, free_port, wait_for_port  # noqa: E402 - after the path is set
-from tests.postgres import SUPERUSER, PostgresServer, find_bindir  # noqa: E402 - after the path is set
+from tests.postgres import PostgresServer, find_bindir  # noqa: E402 - after the path is set
 
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 DISPATCHER = str(REPO / ".venv" / "bin" / "dispatcher")
@@ -531,7 +531,7 @@ class Postgres(PostgresServer):
     the server's log at `keep_log` (if given) before removing its directory.
     """
 
-    SETTINGS = ("listen_addresses=127.0.0.1", "max_connections=100")
+    SETTINGS = ("listen_addresses=127.0.0.1", "max_connections=100")  # PostgresServer.start starts it with these
 
     def __init__(self, bindir: Path, keep_log: Path | None = None) -> None:
         super().__init__(bindir)
@@ -550,43 +550,6 @@ class Postgres(PostgresServer):
         server.start()
         server.database_url = server.create_database()
         return server
-
-    def start(self, timeout_s: float = 30) -> None:
-        """As `PostgresServer.start`, with `SETTINGS` instead of the tests' (which turn durability off)."""
-        if self.user is not None:
-            os.chown(self.base, self.user.pw_uid, self.user.pw_gid)
-        as_user: dict[str, Any] = dict(self._as_server_user())
-        initdb = [str(self.bindir / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8"]
-        subprocess.run(
-            [*initdb, "--locale=C", "--no-sync"],
-            check=True,
-            capture_output=True,
-            cwd=self.base,
-            **as_user,
-        )
-        self.port = free_port()
-        with (self.base / "server.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    str(self.bindir / "postgres"),
-                    *("-D", str(self.data), "-p", str(self.port), "-k", str(self.base)),
-                    *(arg for setting in self.SETTINGS for arg in ("-c", setting)),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.base,
-                **as_user,
-            )
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                self.admin("SELECT 1")
-                return
-            except Exception:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"PostgreSQL did not start: {self.log_tail()}") from None
-                time.sleep(0.05)
 
     @property
     def pid(self) -> int:

@@ -56,6 +56,14 @@ def _server_user() -> pwd.struct_passwd | None:
 class PostgresServer:
     """One server for a whole test session; `create_database()` gives each test a database of its own."""
 
+    # The server's settings: durability off (a test's data need not survive a power cut), room for many daemons.
+    SETTINGS: tuple[str, ...] = (
+        "listen_addresses=127.0.0.1",
+        "fsync=off",
+        "full_page_writes=off",
+        "max_connections=200",
+    )
+
     def __init__(self, bindir: Path) -> None:
         self.bindir = bindir
         self.user = _server_user()
@@ -80,12 +88,11 @@ class PostgresServer:
         )
         self.port = free_port()
         log = (self.base / "server.log").open("ab")
-        settings = ("listen_addresses=127.0.0.1", "fsync=off", "full_page_writes=off", "max_connections=200")
         self.process = subprocess.Popen(
             [
                 str(self.bindir / "postgres"),
                 *("-D", str(self.data), "-p", str(self.port), "-k", str(self.base)),
-                *(arg for setting in settings for arg in ("-c", setting)),
+                *(arg for setting in self.SETTINGS for arg in ("-c", setting)),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

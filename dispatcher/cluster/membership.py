@@ -126,11 +126,11 @@ def list_instances(conn: Connection) -> list[Instance]:
 def live_instances(conn: Connection, now: float, present: set[int] | None) -> list[Instance]:
     """The instances alive at `now`: a heartbeat within LEASE_S and, where the engine can tell (`present`, the
     ids whose presence lock is held; None on SQLite), a connection still open."""
-    return [
-        row
-        for row in list_instances(conn)
-        if row.heartbeat_at >= now - LEASE_S and (present is None or row.id in present)
-    ]
+    return [row for row in list_instances(conn) if is_alive(row, now, present)]
+
+
+def is_alive(row: Instance, now: float, present: set[int] | None) -> bool:
+    return row.heartbeat_at >= now - LEASE_S and (present is None or row.id in present)
 
 
 def leave(conn: Connection, me: int) -> None:
@@ -198,14 +198,13 @@ class Membership:
     async def beat(self) -> None:
         now, me, digest, engine = self.clock(), self.me, self.config_hash, self._store.engine
 
-        def renew(conn: Any) -> tuple[bool, list[Instance], list[Instance]]:
+        def renew(conn: Any) -> tuple[bool, list[Instance], set[int] | None]:
             kept = beat(conn, me, now, digest)
             forget_gone(conn, now)
-            alive = live_instances(conn, now, engine.present_instances(conn))
-            return kept, alive, list_instances(conn)
+            return kept, list_instances(conn), engine.present_instances(conn)
 
         try:
-            kept, alive, known = await self._store.run(renew, durable=False)
+            kept, known, present = await self._store.run(renew, durable=False)
         except StoreError:
             log.exception("instance_heartbeat_failed")
             return
@@ -213,8 +212,7 @@ class Membership:
             log.warning("instance_forgotten", instance=me, action="joining again")
             await self.join()
             return
-        alive_ids = {row.id for row in alive} | {me}
-        gone = frozenset(row.id for row in known if row.id not in alive_ids)
+        gone = frozenset(row.id for row in known if row.id != me and not is_alive(row, now, present))
         for instance in gone - self.gone:
             log.warning("instance_gone", instance=instance, action="its claims are taken over")
         self.gone = gone

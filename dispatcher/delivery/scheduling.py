@@ -234,7 +234,7 @@ class Scheduler:
     def _took(self, claimed: Claimed) -> None:
         """Log what a pass took over from instances that are gone (each may be sent twice: its attempt may have been
         under way), and the resumption at start."""
-        events = {delivery.id: event for delivery, event in claimed.deliveries}
+        events = {delivery.id: event for delivery, event in claimed.deliveries} if claimed.taken_over else {}
         for delivery_id, instance in claimed.taken_over:
             self.metrics.taken_over.inc()
             event = events.get(delivery_id)
